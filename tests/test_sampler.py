@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+import dllm
+from dllm.errors import DLLMError
+from dllm.sampler import tokens_per_step
+from tests.conftest import MASK
+
+PROMPTS = [[1, 2, 3, 4], [5, 6]]
+
+
+@pytest.mark.parametrize("alg", dllm.ALGORITHMS)
+def test_every_position_committed_once_within_steps(tiny_dream, alg):
+    gen = dllm.generate(tiny_dream, PROMPTS, max_new_tokens=12, steps=5, temperature=1.0, top_p=0.95,
+                        alg=alg, seed=3)
+    assert gen.order.shape == (2, 12)
+    assert (gen.order >= 0).all() and (gen.order < 5).all()
+    counts = torch.stack([(gen.order == s).sum(1) for s in range(5)], 1)
+    assert torch.equal(counts, torch.tensor([tokens_per_step(12, 5)] * 2))
+    assert not (gen.sequences[:, gen.prompt_len:] == MASK).any()
+    assert gen.steps_run == 5
+
+
+def test_prompts_are_left_padded_and_kept(tiny_dream):
+    gen = dllm.generate(tiny_dream, PROMPTS, max_new_tokens=4, steps=2, seed=0)
+    assert gen.prompt_len == 4
+    assert gen.sequences[0, :4].tolist() == PROMPTS[0]
+    assert gen.sequences[1, 2:4].tolist() == PROMPTS[1]
+    assert gen.attention_mask[1, :2].tolist() == [0, 0]
+
+
+def test_deterministic_for_a_seed_and_varies_across_seeds(tiny_dream):
+    kw = dict(max_new_tokens=10, steps=5, temperature=1.2, top_p=0.95, alg_temp=0.5)
+    a = dllm.generate(tiny_dream, PROMPTS, seed=7, **kw)
+    b = dllm.generate(tiny_dream, PROMPTS, seed=7, **kw)
+    c = dllm.generate(tiny_dream, PROMPTS, seed=8, **kw)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.order, b.order)
+    assert not (torch.equal(a.sequences, c.sequences) and torch.equal(a.order, c.order))
+
+
+def test_single_step_commits_everything_and_greedy_matches_argmax(tiny_dream):
+    gen = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=6, steps=1, temperature=0.0)
+    x = torch.tensor([[1, 2, 3] + [MASK] * 6])
+    logits = tiny_dream(x)[0, 3:]
+    logits[:, MASK] = float("-inf")
+    assert gen.sequences[0, 3:].tolist() == logits.argmax(-1).tolist()
+    assert (gen.order == 0).all()
+
+
+def test_one_token_per_step_follows_confidence(tiny_dream):
+    gen = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=6, steps=6, alg="maskgit_plus")
+    assert sorted(gen.order[0].tolist()) == list(range(6))
+
+
+def test_threshold_decoding_finishes_in_fewer_steps(tiny_dream):
+    with torch.no_grad():  # sharpen the model so that many positions cross the threshold at once
+        tiny_dream.lm_head.weight *= 300.0
+    gen = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=8, steps=8, alg="maskgit_plus", threshold=0.5)
+    assert (gen.order >= 0).all()
+    assert gen.steps_run < 8
+
+
+def test_completions_stop_at_eos(tiny_dream):
+    with torch.no_grad():
+        tiny_dream.lm_head.bias = None
+    gen = dllm.generate(tiny_dream, [[1, 2]], max_new_tokens=6, steps=3, seed=0, temperature=1.0)
+    row = gen.sequences[0, gen.prompt_len:].tolist()
+    stops = [i for i, t in enumerate(row) if t in (tiny_dream.eos_token_id, tiny_dream.pad_token_id)]
+    assert gen.completions[0] == row[: stops[0] if stops else len(row)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=0), "steps must be > 0"),
+    (dict(steps=9), "cannot exceed"),
+    (dict(alg="beam"), "unknown alg"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(threshold=0.9, alg="entropy"), "threshold decoding needs"),
+])
+def test_bad_arguments_raise_one_clear_error(tiny_dream, kwargs, message):
+    args = dict(max_new_tokens=8, steps=4) | kwargs
+    with pytest.raises(DLLMError, match=message):
+        dllm.generate(tiny_dream, [[1, 2]], **args)
+
+
+def test_empty_prompt_rejected(tiny_dream):
+    with pytest.raises(DLLMError, match="at least one token"):
+        dllm.generate(tiny_dream, [[]], max_new_tokens=4, steps=2)
