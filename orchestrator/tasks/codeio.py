@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from orchestrator.tasks.record import LoadReport, Rejection, TaskError, data_dir, task_from_row, validate_row
+from orchestrator.tasks.record import (LoadReport, Rejection, TaskError, data_dir, display_path, task_from_row,
+                                       validate_row)
 from orchestrator.tasks.sources import iter_json_rows, require_file
 
 RAW_FILES = ("codeio.jsonl.gz", "codeio-hq.jsonl.gz")
@@ -111,7 +112,7 @@ def scan_raw(directory: Path | None = None) -> tuple[list[RawItem], list[Rejecti
         path = require_file(directory / name, "CodeI/O")
         for line, row, error in iter_json_rows(path):
             raw += 1
-            where = f"{path}:{line}"
+            where = f"{display_path(path)}:{line}"
             code = row.get("code_sample") if isinstance(row, dict) else None
             first = seen.get(hashlib.sha1(code.encode()).hexdigest()[:12]) if isinstance(code, str) else None
             if first:

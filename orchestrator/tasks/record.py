@@ -60,6 +60,14 @@ def data_dir() -> Path:
     return Path(os.environ.get("CGRPO_DATA_DIR") or REPO_ROOT / "data")
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (shorter rejection messages)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def program_for(task: Task, completion: str) -> tuple[str, str]:
     """The (program, tests) pair the sandbox runs for one completion (docs/contracts.md):
     ``prompt + completion`` is the program; the task's ``check`` plus the call is the test."""

@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from orchestrator.tasks.record import LoadReport, Rejection, TaskError, data_dir, task_from_row, validate_row
+from orchestrator.tasks.record import (LoadReport, Rejection, TaskError, data_dir, display_path, task_from_row,
+                                       validate_row)
 
 FETCH_HINT = "run `python scripts/fetch_data.py` (scripts/setup.sh does) to fetch it"
 
@@ -84,7 +85,7 @@ def load_jsonl(path: str | Path, source: str | None = None) -> LoadReport:
     report = LoadReport(source or f"jsonl:{path}")
     seen: dict[str, str] = {}
     for line, row, error in iter_json_rows(path):
-        where = f"{path}:{line}"
+        where = f"{display_path(path)}:{line}"
         if error:
             report.rejected.append(Rejection(report.source, where, error))
         else:
@@ -134,7 +135,7 @@ def load_mbpp() -> LoadReport:
     report = LoadReport("mbpp")
     seen: dict[str, str] = {}
     for line, row, error in iter_json_rows(path):
-        where = f"{path}:{line}"
+        where = f"{display_path(path)}:{line}"
         if error:
             report.rejected.append(Rejection(report.source, where, error))
             continue

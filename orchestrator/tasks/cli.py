@@ -1,0 +1,218 @@
+"""``cgrpo data stats``, ``cgrpo data build-codeio`` and ``cgrpo eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from orchestrator.tasks.record import LoadReport, TaskError
+
+SPLIT_HELP = "heldout | train (built-in), humaneval, mbpp, codeio, or jsonl:PATH"
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="inspect and prepare task sources",
+                                 description="Task sources: built-in generator, HumanEval, MBPP, CodeI/O, user JSONL.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+
+    stats = data_sub.add_parser("stats", help="rows loaded / rejected per source, with the first reasons",
+                                description="Load every task source and print how many rows were loaded and "
+                                "rejected (with file:line and reason) per source.")
+    stats.add_argument("--jsonl", nargs="*", default=[], metavar="PATH", help="also check these user JSONL files")
+    stats.add_argument("--reasons", type=int, default=3, metavar="N", help="rejection reasons shown per source")
+    stats.add_argument("--seed", type=int, default=0, help="built-in generator seed (default 0: the fixed splits)")
+    stats.add_argument("--json", metavar="PATH", help="also write the counts as JSON ('-' for stdout)")
+    stats.set_defaults(func=_stats)
+
+    build = data_sub.add_parser("build-codeio", help="make CodeI/O tests by running reference solutions in the sandbox",
+                                description="Run each standard-library-only CodeI/O reference solution on generated "
+                                "inputs in the sandbox and append the resulting tasks to data/codeio/built.jsonl. "
+                                "Incremental: already built (or rejected) items are skipped.")
+    build.add_argument("--limit", type=int, default=200, help="items to build in this call (default 200)")
+    build.add_argument("--workers", type=int, default=2, help="sandbox runs in parallel (default 2)")
+    build.set_defaults(func=_build_codeio)
+
+    ev = subparsers.add_parser("eval", help="pass@k of a model on a split, every program run in the sandbox",
+                               description="Sample --n completions per task with the diffusion sampler, run each "
+                               "program against the task's tests in the sandbox, and print pass@k (unbiased "
+                               "estimator) for every --k.")
+    ev.add_argument("--model", default="models/tiny-dllm", help="model folder (default models/tiny-dllm)")
+    ev.add_argument("--split", default="heldout", help=f"{SPLIT_HELP} (default heldout)")
+    ev.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k (default 1)")
+    ev.add_argument("--n", type=int, default=None, help="samples per task (default: the largest k)")
+    ev.add_argument("--temperature", type=float, nargs="+", default=[0.2],
+                    help="sampling temperature(s); one row per value (default 0.2)")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: --max-new-tokens)")
+    ev.add_argument("--half-steps", action="store_true",
+                    help="also evaluate with half the steps (twice as fast; shows the pass@k drop)")
+    ev.add_argument("--max-new-tokens", type=int, default=64, help="completion length in tokens (default 64)")
+    ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    ev.add_argument("--alg", default="entropy", help="unmasking order: entropy, maskgit_plus, topk_margin, origin")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first L tasks")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev.add_argument("--batch-size", type=int, default=32, help="sequences per sampler call (default 32)")
+    ev.add_argument("--workers", type=int, default=2, help="sandbox programs run in parallel (default 2)")
+    ev.add_argument("--backend", default="auto", help="sandbox backend: auto, docker, jail (default auto)")
+    ev.add_argument("--ray-sandbox", type=int, default=0, metavar="N",
+                    help="score with a Ray SandboxPool of N actors on a local Ray instead of threads")
+    ev.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-' for stdout)")
+    ev.add_argument("--samples", type=int, default=0, metavar="N", help="keep one completion for N tasks in --json")
+    ev.set_defaults(func=_eval)
+
+
+# ---------------------------------------------------------------- data stats
+
+def _collect(args) -> list[tuple[str, LoadReport | None, str]]:
+    from orchestrator.tasks import builtin, loader  # noqa: PLC0415
+
+    out: list[tuple[str, LoadReport | None, str]] = []
+    specs = [("builtin", "train"), ("builtin", "heldout"), ("humaneval", None), ("mbpp", None), ("codeio", None)]
+    specs += [(f"jsonl:{p}", None) for p in args.jsonl]
+    for source, split in specs:
+        name = f"{source}/{split}" if split else source
+        try:
+            report = loader.load_report(source, split, seed=args.seed)
+        except TaskError as exc:
+            out.append((name, None, str(exc)))
+            continue
+        note = ""
+        if source == "builtin":
+            levels = Counter(builtin.difficulty(t.task_id, args.seed) for t in report.tasks)
+            note = "levels " + " ".join(f"{lvl}:{levels[lvl]}" for lvl in sorted(levels))
+        elif source == "codeio":
+            c = report.counts
+            note = f"raw {c['raw']}, stdlib-only {c['stdlib']}, built {c['built']}, not built yet {c['not_built']}"
+            if not c["built"]:
+                note += " (run `cgrpo data build-codeio`)"
+        out.append((name, report, note))
+    return out
+
+
+def _stats(args) -> int:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    rows = _collect(args)
+    table = Table(title="task sources", show_lines=True)
+    for col in ("source", "loaded", "rejected", "notes / first rejections"):
+        table.add_column(col, overflow="fold")
+    summary = {}
+    for name, report, note in rows:
+        if report is None:
+            table.add_row(name, "-", "-", f"[red]{note}[/red]")
+            summary[name] = {"error": note}
+            continue
+        reasons = [str(r) for r in report.rejected[: args.reasons]]
+        counted = Counter(r.reason.split(" (")[0] if not r.reason.startswith("duplicate") else "duplicate"
+                          for r in report.rejected)
+        text = "\n".join(filter(None, [note] + [f"{n} x {why}" for why, n in counted.most_common(4)] + reasons))
+        table.add_row(name, str(len(report.tasks)), str(len(report.rejected)), text)
+        summary[name] = {"loaded": len(report.tasks), "rejected": len(report.rejected), **report.counts,
+                         "rejections": [{"where": r.where, "reason": r.reason} for r in report.rejected[: args.reasons]]}
+    Console(stderr=args.json == "-").print(table)
+    _write_json(args.json, summary)
+    return 0
+
+
+def _build_codeio(args) -> int:
+    from orchestrator.tasks import codeio  # noqa: PLC0415
+
+    if args.limit < 1:
+        raise TaskError(f"--limit must be >= 1 (got {args.limit})")
+    counts = codeio.build_codeio(args.limit, workers=args.workers, progress=True)
+    report = codeio.load_codeio()
+    print(f"built {counts['built']}, rejected {counts['rejected']} in this call; "
+          f"{report.counts['built']} CodeI/O tasks ready, {report.counts['not_built']} not built yet "
+          f"({codeio.built_path()})")
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+
+def _check_model_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise TaskError(f"model folder {path} does not exist; pass --model with a folder holding config.json, "
+                        "model.safetensors and tokenizer.json (e.g. models/tiny-dllm, made by `cgrpo pretrain`)")
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if missing:
+        raise TaskError(f"model folder {path} lacks {', '.join(missing)}; it is not a cgrpo/HF model folder")
+
+
+def _eval(args) -> int:
+    from orchestrator.tasks import loader  # noqa: PLC0415
+    from orchestrator.tasks.evaluate import _check_k, evaluate  # noqa: PLC0415
+
+    source, split = loader.resolve_split(args.split)
+    model_dir = Path(args.model)
+    _check_model_dir(model_dir)
+    n = args.n or max(args.k)
+    _check_k(args.k, n)
+    for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
+                        ("--workers", args.workers)):
+        if value < 1:
+            raise TaskError(f"{name} must be >= 1 (got {value})")
+    steps = args.steps or args.max_new_tokens
+    if not 1 <= steps <= args.max_new_tokens:
+        raise TaskError(f"--steps must be between 1 and --max-new-tokens ({args.max_new_tokens}); got {steps}")
+    tasks = loader.load_tasks(source, split, limit=args.limit)
+
+    import dllm  # noqa: PLC0415
+
+    model = dllm.load_model(model_dir)
+    tokenizer = dllm.load_tokenizer(model_dir)
+    pool = _ray_pool(args) if args.ray_sandbox else None
+    modes = [("full", steps)] + ([("half", max(1, steps // 2))] if args.half_steps else [])
+    runs = []
+    for temperature in args.temperature:
+        for mode, s in modes:
+            print(f"eval {args.split}: {len(tasks)} tasks x {n} samples, T={temperature}, steps={s} ({mode})",
+                  file=sys.stderr)
+            result = evaluate(model, tokenizer, tasks, k_list=args.k, temperature=temperature, steps=s, n=n,
+                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, alg=args.alg,
+                              batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                              backend=args.backend, pool=pool, progress=True, keep_samples=args.samples)
+            result.update({"split": args.split, "steps_mode": mode, "model": str(model_dir)})
+            runs.append(result)
+    _print_summary(runs, sorted(set(args.k)), to_stderr=args.json == "-")
+    _write_json(args.json, {"runs": runs})
+    return 0
+
+
+def _ray_pool(args):
+    import ray  # noqa: PLC0415
+    from sandbox import Limits  # noqa: PLC0415
+    from sandbox.pool import SandboxPool  # noqa: PLC0415
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(args.ray_sandbox, 1), include_dashboard=False, log_to_driver=False)
+    return SandboxPool(args.ray_sandbox, args.backend, Limits())
+
+
+def _print_summary(runs: list[dict], ks: list[int], to_stderr: bool = False) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"pass@k on {runs[0]['split']} ({runs[0]['num_tasks']} tasks, n={runs[0]['n']})")
+    for col in ["temperature", "steps", *[f"pass@{k}" for k in ks], "programs run", "gen s", "exec s", "statuses"]:
+        table.add_column(col, justify="right" if col != "statuses" else "left")
+    for r in runs:
+        table.add_row(f"{r['temperature']:g}", f"{r['steps']} ({r['steps_mode']})",
+                      *[f"{100 * r['pass_at_k'][str(k)]:.1f}%" for k in ks], str(r["programs_run"]),
+                      f"{r['gen_seconds']:.1f}", f"{r['exec_seconds']:.1f}",
+                      ", ".join(f"{s} {c}" for s, c in sorted(r["statuses"].items())))
+    Console(stderr=to_stderr).print(table)
+
+
+def _write_json(target: str | None, payload) -> None:
+    if not target:
+        return
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(text)
