@@ -1,0 +1,92 @@
+"""The rollout worker: a model replica that turns prompts into G scored-to-be completions.
+
+A plain object (tested without Ray); :mod:`rollout.pool` wraps it in Ray actors. It keeps
+the weight version it serves and refuses pushes that are not newer, so a slow or
+re-ordered push can never roll the policy back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import torch
+
+import dllm
+from dllm.arness import global_arness, local_arness
+
+
+def _as_tensor(value) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(value)
+
+
+class RolloutWorker:
+    def __init__(self, model_path: str, *, threads: int = 1, device: str | None = None, worker_id: str = "rollout"):
+        torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else None
+        self.model = dllm.load_model(model_path, dtype=dtype, device=self.device)
+        self.tokenizer = dllm.load_tokenizer(model_path)
+        self.version = 0
+        self.worker_id = worker_id
+
+    def info(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, "pid": os.getpid(), "node": socket.gethostname(),
+                "device": self.device, "weight_version": self.version}
+
+    def set_weights(self, version: int, holder: list) -> int:
+        """Load weights ``version`` (a state dict in checkpoint names, numpy or torch) unless
+        it is not newer than what is served. ``holder`` wraps the object-store reference so
+        that Ray hands it over unresolved and only a worker that needs it fetches it."""
+        if version <= self.version:
+            return self.version
+        state = holder[0]
+        if not isinstance(state, dict):
+            import ray
+            state = ray.get(state)
+        state = {k: _as_tensor(v).to(self.device) for k, v in state.items()}
+        dtype = next(self.model.parameters()).dtype
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        self.model.load_checkpoint_state_dict(state, source=f"weights v{version}")
+        self.version = version
+        return self.version
+
+    def generate(self, requests: list[dict], *, num_generations: int, sampling: dict, seed: int,
+                 min_version: int = 0, holder: list | None = None) -> dict[str, Any]:
+        """``num_generations`` completions for each ``{"task_id", "prompt"}`` request.
+
+        When this worker serves an older version than ``min_version`` (it was restarted,
+        or joined the pool late), it first loads the weights in ``holder``.
+        """
+        if self.version < min_version and holder is not None:
+            self.set_weights(min_version, holder)
+        start = time.perf_counter()
+        prompt_ids = []
+        for req in requests:
+            ids = self.tokenizer.encode(req["prompt"], add_special_tokens=False)
+            prompt_ids.extend([ids] * num_generations)
+        gen = dllm.generate(self.model, prompt_ids, seed=seed, **sampling)
+        elapsed = time.perf_counter() - start
+        eos = {self.model.eos_token_id, self.model.pad_token_id} - {None}
+        out = []
+        for i, completion in enumerate(gen.completions):
+            req = requests[i // num_generations]
+            order = gen.order[i].tolist()
+            tokens = gen.sequences[i, gen.prompt_len:].tolist()
+            out.append({
+                "task_id": req["task_id"],
+                "group": req.get("group", i // num_generations),
+                "prompt_ids": prompt_ids[i],
+                "completion_ids": tokens,
+                "completion_len": len(completion) + (1 if len(completion) < len(tokens) and tokens[len(completion)] in eos else 0),
+                "text": self.tokenizer.decode(completion),
+                "order": order,
+                "arness_local": local_arness(order, 1),
+                "arness_global": global_arness(order, 1),
+                "version": self.version,
+                "worker_id": self.worker_id,
+            })
+        tokens_total = len(gen.completions) * (gen.sequences.shape[1] - gen.prompt_len)
+        return {"rollouts": out, "busy_s": elapsed, "tokens": tokens_total, "info": self.info()}
