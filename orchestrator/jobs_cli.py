@@ -1,0 +1,385 @@
+"""Job commands: ``demo``, ``run``, ``submit``, ``status``, ``logs``, ``stop``, ``list``, ``scale``.
+
+Jobs go to a Ray cluster through the Ray Jobs API (the driver runs ``cgrpo run`` on the
+head node); their state is read back from Redis, so ``status``/``list`` work even when
+the cluster is gone. ``stop`` and ``scale`` are control commands the running job picks up
+at its next step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dllm.errors import CgrpoError
+from orchestrator import state as st
+from orchestrator.config import REPO, JobConfig, demo_config, load_config
+
+DEFAULT_RAY_PORT = 6385
+DEFAULT_RAY_DASHBOARD = "http://127.0.0.1:8265"
+DEFAULT_DASHBOARD_PORT = 8600
+
+
+class JobError(CgrpoError):
+    """A job command that cannot be carried out (unknown job, cluster unreachable, ...)."""
+
+
+def new_job_id(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40].strip("-") or "job"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _redis(url: str | None = None):
+    client = st.connect(url)
+    try:
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any connection failure is the same user problem
+        raise JobError(f"Redis at {st.redis_url(url)} does not answer ({exc}); start it with "
+                       f"`redis-server --port 6390 --daemonize yes` or set CGRPO_REDIS_URL") from None
+    return client
+
+
+def _jobs_client(address: str):
+    from ray.job_submission import JobSubmissionClient
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:  # noqa: BLE001
+        raise JobError(f"no Ray cluster answers at {address} ({exc}); start one with "
+                       f"`ray start --head --port {DEFAULT_RAY_PORT} --dashboard-port 8265` or run `cgrpo demo`") from None
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+# --- run: the driver itself -------------------------------------------------------------
+def cmd_run(args) -> int:
+    cfg = load_config(args.job)
+    job_id = args.job_id or new_job_id(cfg.name)
+    return _run_driver(cfg, job_id, resume=args.resume)
+
+
+def _run_driver(cfg: JobConfig, job_id: str, resume: bool = False) -> int:
+    from orchestrator.loop import run_job
+    client = _redis(cfg.redis.url)
+    if st.read_job(client, job_id) is None:
+        st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
+                                           ray_dashboard_url=DEFAULT_RAY_DASHBOARD)
+    console = _console()
+    console.print(f"[bold]job[/bold] {job_id}: {cfg.run.steps} steps of {cfg.grpo.estimator}-GRPO")
+
+    def on_step(step: int, m: dict) -> None:
+        console.print(f"step {step}/{cfg.run.steps}  reward {m['reward_mean']:.3f}±{m['reward_std']:.3f}  "
+                      f"pass {m['pass_rate']:.2f}  kl {m['kl']:.4f}  loss {m['loss']:.4f}  "
+                      f"AR-ness {m['arness_local']:.2f}/{m['arness_global']:.2f}  "
+                      f"{m['rollout_tokens_per_s']:.0f} tok/s")
+
+    summary = run_job(cfg, job_id, resume=resume, on_step=on_step)
+    console.print_json(json.dumps(summary))
+    return 0
+
+
+# --- submit / status / logs / stop / list / scale -----------------------------------------
+def cmd_submit(args) -> int:
+    cfg = load_config(args.job)  # every config mistake surfaces here, before Ray is touched
+    client = _redis(cfg.redis.url)
+    job_id = args.job_id or new_job_id(cfg.name)
+    run_dir = Path(cfg.run.output_dir).resolve() / job_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    frozen = run_dir / "job.yaml"
+    shutil.copyfile(args.job, frozen)
+    jobs = _jobs_client(args.address)
+    st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
+                                       ray_job_id=job_id, ray_dashboard_url=args.address,
+                                       log_path=f"cgrpo logs {job_id}")
+    env = {"CGRPO_REDIS_URL": st.redis_url(cfg.redis.url), "PYTHONUNBUFFERED": "1"}
+    entrypoint = f"{sys.executable} -m orchestrator.cli run {frozen} --job-id {job_id}"
+    if args.resume:
+        entrypoint += " --resume"
+    jobs.submit_job(entrypoint=entrypoint, submission_id=job_id,
+                    runtime_env={"env_vars": env}, entrypoint_num_cpus=0)
+    _console().print(f"submitted [bold]{job_id}[/bold]\n  follow: cgrpo logs {job_id} --follow\n"
+                     f"  status: cgrpo status {job_id}")
+    if args.follow:
+        return _follow(client, job_id, cfg.run.steps)
+    return 0
+
+
+def _ray_status(address: str, job_id: str) -> str:
+    try:
+        return str(_jobs_client(address).get_job_status(job_id))
+    except Exception:  # noqa: BLE001 - cluster gone or job unknown to it: Redis still knows
+        return "-"
+
+
+def cmd_status(args) -> int:
+    client = _redis(args.redis)
+    if not args.job:
+        return cmd_list(args)
+    job = st.read_job(client, args.job)
+    if job is None:
+        raise JobError(f"no job {args.job!r} in Redis ({st.redis_url(args.redis)}); `cgrpo list` shows the jobs")
+    from rich.table import Table
+    table = Table(title=f"job {args.job}", show_header=False)
+    for key in ("name", "status", "step", "total_steps", "weight_version", "error", "export_path"):
+        if job.get(key) not in (None, ""):
+            table.add_row(key, str(job[key]))
+    table.add_row("ray job", _ray_status(args.address, args.job))
+    metrics = st.read_metrics(client, args.job).items
+    if metrics:
+        last = metrics[-1]
+        for key in ("reward_mean", "pass_rate", "kl", "arness_local", "rollout_tokens_per_s"):
+            if last.get(key) is not None:
+                table.add_row(f"last {key}", f"{last[key]:.4g}")
+    for ev in st.read_evals(client, args.job).items[-2:]:
+        table.add_row(f"eval step {ev.get('step')} ({ev.get('steps_mode')})", f"pass@1 {ev.get('pass_at_1')}")
+    workers = st.read_workers(client, args.job).items
+    table.add_row("workers", ", ".join(f"{w.get('worker_id', w.get('id', '?'))}:{w.get('role')}" for w in workers) or "-")
+    _console().print(table)
+    return 0
+
+
+def cmd_list(args) -> int:
+    client = _redis(args.redis)
+    from rich.table import Table
+    table = Table(title="cgrpo jobs")
+    for col in ("job", "name", "status", "step", "age"):
+        table.add_column(col)
+    now = time.time()
+    for job in st.list_jobs(client):
+        age = now - job["created_at"] if job.get("created_at") else None
+        table.add_row(job["id"], str(job.get("name") or ""), str(job.get("status")),
+                      f"{job.get('step') or 0}/{job.get('total_steps') or '?'}",
+                      f"{age / 60:.1f} min" if age is not None else "-")
+    _console().print(table)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    jobs = _jobs_client(args.address)
+    try:
+        if not args.follow:
+            sys.stdout.write(jobs.get_job_logs(args.job))
+            return 0
+        import asyncio
+
+        async def tail() -> None:
+            async for lines in jobs.tail_job_logs(args.job):
+                sys.stdout.write(lines)
+                sys.stdout.flush()
+
+        asyncio.run(tail())
+    except RuntimeError as exc:
+        raise JobError(f"no logs for job {args.job!r} on {args.address} ({exc})") from None
+    return 0
+
+
+def _require_job(client, job_id: str) -> dict:
+    job = st.read_job(client, job_id)
+    if job is None:
+        raise JobError(f"no job {job_id!r}; `cgrpo list` shows the jobs")
+    return job
+
+
+def cmd_stop(args) -> int:
+    client = _redis(args.redis)
+    job = _require_job(client, args.job)
+    if job.get("status") in st.TERMINAL_STATUSES:
+        _console().print(f"job {args.job} already {job['status']}")
+        return 0
+    st.push_command(client, args.job, {"cmd": "stop"})
+    if args.force:
+        _jobs_client(args.address).stop_job(args.job)
+    _console().print(f"stop requested for {args.job}" + (" (Ray job killed)" if args.force else
+                                                         "; it stops after the current step"))
+    return 0
+
+
+def cmd_scale(args) -> int:
+    if not 1 <= args.rollout_actors <= 1024:
+        raise JobError(f"--rollout-actors must be between 1 and 1024 (got {args.rollout_actors})")
+    client = _redis(args.redis)
+    job = _require_job(client, args.job)
+    if job.get("status") in st.TERMINAL_STATUSES:
+        raise JobError(f"job {args.job} is {job['status']}; only a running job can be scaled")
+    st.push_command(client, args.job, {"cmd": "scale", "rollout_actors": args.rollout_actors})
+    _console().print(f"{args.job}: rollout pool → {args.rollout_actors} actors at the next step "
+                     "(learner untouched)")
+    return 0
+
+
+def _follow(client, job_id: str, total: int, timeout_s: float = 3600) -> int:
+    """A live progress bar from Redis until the job ends."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    deadline = time.time() + timeout_s
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task(job_id, total=total, info="starting")
+        while time.time() < deadline:
+            job = st.read_job(client, job_id) or {}
+            metrics = st.read_metrics(client, job_id).items
+            info = job.get("status", "?")
+            if metrics:
+                m = metrics[-1]
+                info = f"reward {m.get('reward_mean', 0):.3f} pass {m.get('pass_rate', 0):.2f}"
+            bar.update(task, completed=job.get("step") or 0, info=info)
+            if job.get("status") in st.TERMINAL_STATUSES:
+                break
+            time.sleep(1.0)
+    job = st.read_job(client, job_id) or {}
+    return 0 if job.get("status") == "succeeded" else 1
+
+
+# --- demo ---------------------------------------------------------------------------------
+def _port_answers(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ensure_ray_head(num_cpus: int) -> str:
+    """A local Ray head on explicit ports (Ray's default 6379 is left alone)."""
+    if not _port_answers(DEFAULT_RAY_PORT):
+        ray_bin = Path(sys.executable).parent / "ray"
+        subprocess.run([str(ray_bin), "start", "--head", f"--port={DEFAULT_RAY_PORT}", "--dashboard-port=8265",
+                        "--dashboard-host=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats"],
+                       check=True, stdout=subprocess.DEVNULL)
+    for _ in range(60):
+        if _port_answers(8265):
+            break
+        time.sleep(1)
+    return DEFAULT_RAY_DASHBOARD
+
+
+def ensure_dashboard(port: int, log_dir: Path) -> str:
+    if not _port_answers(port):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / "dashboard.log", "ab")
+        subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "dashboard", "--port", str(port)],
+                         stdout=log, stderr=log, start_new_session=True, env=os.environ.copy())
+        for _ in range(30):
+            if _port_answers(port):
+                break
+            time.sleep(0.5)
+    return f"http://127.0.0.1:{port}"
+
+
+def cmd_demo(args) -> int:
+    cfg = demo_config()
+    if args.steps:
+        cfg.run.steps = args.steps
+    client = _redis(cfg.redis.url)
+    console = _console()
+    console.rule("[bold]cgrpo demo: coupled-GRPO on the shipped tiny dLLM")
+    ray_url = ensure_ray_head(args.num_cpus)
+    dash_url = ensure_dashboard(args.dashboard_port, REPO / "runs")
+    console.print(f"Ray dashboard  {ray_url}\ncgrpo dashboard {dash_url}")
+    job_id = new_job_id("demo")
+    run_dir = (REPO / cfg.run.output_dir / job_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    frozen = run_dir / "job.yaml"
+    import yaml
+    frozen.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    submit = argparse.Namespace(job=str(frozen), address=ray_url, job_id=job_id, resume=False, follow=False)
+    cmd_submit(submit)
+    code = _follow(client, job_id, cfg.run.steps)
+    _print_summary(client, job_id, dash_url, ray_url)
+    return code
+
+
+def _print_summary(client, job_id: str, dash_url: str, ray_url: str) -> None:
+    from rich.table import Table
+    job = st.read_job(client, job_id) or {}
+    metrics = st.read_metrics(client, job_id).items
+    evals = st.read_evals(client, job_id).items
+    table = Table(title=f"demo job {job_id}: {job.get('status')}")
+    table.add_column("")
+    table.add_column("before")
+    table.add_column("after")
+    if metrics:
+        table.add_row("train reward (mean)", f"{metrics[0].get('reward_mean', 0):.3f}",
+                      f"{metrics[-1].get('reward_mean', 0):.3f}")
+        table.add_row("train pass rate", f"{metrics[0].get('pass_rate', 0):.2f}", f"{metrics[-1].get('pass_rate', 0):.2f}")
+    for mode in ("full", "half"):
+        mode_evals = [e for e in evals if e.get("steps_mode") == mode]
+        if mode_evals:
+            table.add_row(f"held-out pass@1 ({mode} steps)", f"{mode_evals[0].get('pass_at_1', 0):.3f}",
+                          f"{mode_evals[-1].get('pass_at_1', 0):.3f}")
+    console = _console()
+    console.print(table)
+    if job.get("error"):
+        console.print(f"[red]error:[/red] {job['error']}")
+    console.print(f"dashboard: {dash_url}/#/jobs/{job_id}\nRay dashboard: {ray_url}\n"
+                  f"logs: cgrpo logs {job_id}\nexported model: {job.get('export_path', '-')}")
+
+
+# --- parser -------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    def common(p, redis_too=True, address_too=True):
+        if redis_too:
+            p.add_argument("--redis", default=None, help="Redis URL (default $CGRPO_REDIS_URL or redis://127.0.0.1:6390/0)")
+        if address_too:
+            p.add_argument("--address", default=DEFAULT_RAY_DASHBOARD,
+                           help=f"Ray dashboard/Jobs API address (default {DEFAULT_RAY_DASHBOARD})")
+
+    p = subparsers.add_parser("demo", help="run the embedded demo end to end (Ray head, Redis, dashboard, job)",
+                              description="Start a local Ray head and the dashboard, submit the demo job (the "
+                              "shipped tiny dLLM trained by coupled-GRPO on the built-in tasks), follow it with a "
+                              "progress bar and print the before/after summary.")
+    p.add_argument("--steps", type=int, default=None, help="override the demo's RL steps")
+    p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the local Ray head (default 8)")
+    p.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser("run", help="run a job in this process (what a submitted job's driver runs)")
+    p.add_argument("job", help="job YAML")
+    p.add_argument("--job-id", default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the job's last complete checkpoint")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("submit", help="submit a job YAML to a Ray cluster",
+                              description="Validate the job YAML, register the job in Redis and submit its driver "
+                              "through the Ray Jobs API. Sections: name, model, tasks, rollout, sandbox, learner, "
+                              "grpo, run, redis (see docs/config.md).")
+    p.add_argument("job", help="job YAML")
+    p.add_argument("--job-id", default=None, help="job id (default: NAME-DATE-TIME-XXXX)")
+    p.add_argument("--resume", action="store_true", help="resume the job id's last checkpoint")
+    p.add_argument("--follow", action="store_true", help="show a progress bar until the job ends")
+    common(p, redis_too=False)
+    p.set_defaults(func=cmd_submit)
+
+    p = subparsers.add_parser("status", help="one job's state, or the job list")
+    p.add_argument("job", nargs="?")
+    common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("list", help="all jobs known to Redis")
+    common(p, address_too=False)
+    p.set_defaults(func=cmd_list)
+
+    p = subparsers.add_parser("logs", help="a job's driver logs from Ray")
+    p.add_argument("job")
+    p.add_argument("--follow", "-f", action="store_true")
+    common(p, redis_too=False)
+    p.set_defaults(func=cmd_logs)
+
+    p = subparsers.add_parser("stop", help="stop a running job after its current step")
+    p.add_argument("job")
+    p.add_argument("--force", action="store_true", help="also kill the Ray job at once")
+    common(p)
+    p.set_defaults(func=cmd_stop)
+
+    p = subparsers.add_parser("scale", help="resize a running job's rollout pool (learner untouched)")
+    p.add_argument("job")
+    p.add_argument("--rollout-actors", type=int, required=True, metavar="M")
+    common(p, address_too=False)
+    p.set_defaults(func=cmd_scale)
