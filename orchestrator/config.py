@@ -53,10 +53,10 @@ class RolloutSection(_Section):
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per rollout actor")
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per actor")
     temperature: float = Field(1.2, ge=0, description="sampling temperature (paper: 1.2 best for RL)")
-    top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1)
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    top_k: int | None = Field(None, ge=1, description="sample among the k most likely tokens (None: all)")
     alg: str = Field("entropy", description="position order: origin, maskgit_plus, topk_margin, entropy")
-    alg_temp: float = Field(0.0, ge=0)
+    alg_temp: float = Field(0.0, ge=0, description="> 0: sample the positions to commit (Gumbel) instead of taking the most confident")
     steps: int = Field(256, ge=1, description="denoising steps")
     max_new_tokens: int = Field(256, ge=1, description="completion length N")
     num_generations: int = Field(10, ge=2, description="completions per prompt (G)")
@@ -79,7 +79,8 @@ class RolloutSection(_Section):
 
 class SandboxSection(_Section):
     workers: int = Field(2, ge=1, le=1024, description="sandbox worker actors")
-    backend: Literal["auto", "jail", "docker"] = "auto"
+    backend: Literal["auto", "jail", "docker"] = Field(
+        "auto", description="auto: Docker when an engine answers, else the namespace jail")
     timeout_s: float = Field(5.0, gt=0, le=600, description="wall-clock limit per program")
     memory_mb: int = Field(512, ge=32, description="memory limit per program")
     code_weight: float = Field(2.0, ge=0, description="reward weight of the fraction of tests passed")
@@ -90,30 +91,33 @@ class SandboxSection(_Section):
 class LearnerSection(_Section):
     workers: int = Field(1, ge=1, le=1024, description="data-parallel learner workers")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per learner worker")
-    num_cpus: float = Field(1.0, gt=0)
-    resources: dict[str, float] = Field(default_factory=dict)
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per learner worker")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per worker")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="placement-group strategy of the learner bundles")
     lr: float = Field(1e-6, gt=0, description="peak learning rate (cosine to 10%)")
-    max_grad_norm: float = Field(0.2, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
+    max_grad_norm: float = Field(0.2, gt=0, description="gradient clipping norm")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (betas 0.9, 0.99)")
     micro_batch_size: int | None = Field(None, ge=1, description="per-worker micro-batch (None: whole shard)")
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1, description="torch threads per learner worker on CPU")
 
 
 class GRPOSection(_Section):
-    estimator: Literal["coupled", "decoupled", "d1"] = "coupled"
+    estimator: Literal["coupled", "decoupled", "d1"] = Field(
+        "coupled", description="log-prob estimator: coupled (the method), decoupled, d1 (baseline)")
     num_pairs: int = Field(1, ge=1, description="λ: complementary mask pairs per estimate")
     t_low: float = Field(0.2, gt=0, lt=1, description="mask ratio t ~ U[t_low, t_high]")
     t_high: float = Field(0.8, gt=0, lt=1)
-    p_mask_prompt: float = Field(0.0, ge=0, lt=1)
+    p_mask_prompt: float = Field(0.0, ge=0, lt=1, description="probability of masking each prompt token in a pass")
     random_masking: bool = Field(True, description="fresh mask seed per inner iteration (else 42)")
     beta: float = Field(0.01, ge=0, description="KL weight (k3 estimator)")
     ref_sync_every: int = Field(64, ge=1, description="re-sync the reference model every n steps")
     epsilon: float = Field(0.5, gt=0, lt=1, description="ratio clip to [1-ε, 1+ε]")
     num_iterations: int = Field(2, ge=1, description="μ inner updates per rollout batch")
     scale_rewards: bool = Field(False, description="divide advantages by the group std")
-    loss_normalisation: Literal["tokens", "sequence"] = "tokens"
+    loss_normalisation: Literal["tokens", "sequence"] = Field(
+        "tokens", description="tokens: sum over all completion tokens / count; sequence: mean per completion")
 
     @model_validator(mode="after")
     def _range(self):
@@ -132,7 +136,7 @@ class RunSection(_Section):
     eval_temperature: float = Field(0.2, ge=0)
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every n steps (0 = only at the end)")
     output_dir: str = Field("runs", description="checkpoints and exports go to OUTPUT_DIR/JOB_ID")
-    seed: int = 0
+    seed: int = Field(0, description="seed of prompt order, rollouts and masks")
     max_learner_restarts: int = Field(2, ge=0, description="learner failures recovered from the last checkpoint")
 
 
@@ -141,7 +145,7 @@ class RedisSection(_Section):
 
 
 class JobConfig(_Section):
-    name: str = Field("cgrpo-job", min_length=1, max_length=80)
+    name: str = Field("cgrpo-job", min_length=1, max_length=80, description="job name (prefix of the job id)")
     model: ModelSection = Field(default_factory=ModelSection)
     tasks: TasksSection = Field(default_factory=TasksSection)
     rollout: RolloutSection = Field(default_factory=RolloutSection)
@@ -186,3 +190,25 @@ def load_config(path: str | Path) -> JobConfig:
 def demo_config() -> JobConfig:
     """The embedded demo: sized for a 2-core machine, a few minutes of coupled-GRPO."""
     return parse_config(yaml.safe_load((REPO / "orchestrator" / "demo.yaml").read_text()), "orchestrator/demo.yaml")
+
+
+def config_reference() -> str:
+    """docs/config.md, generated from the schema so that the two cannot drift apart."""
+    lines = ["# Job config reference", "",
+             "A job is one YAML file; each top-level section maps 1:1 onto a pydantic model in",
+             "`orchestrator/config.py`. Unknown fields are errors (a typo never silently falls back to",
+             "a default). Defaults follow the ml-diffucoder recipe (DESIGN.md §3);",
+             "`orchestrator/demo.yaml` shows a 2-core sizing and `deploy/examples/` multi-GPU ones.",
+             "Regenerate with `python -c 'from orchestrator.config import config_reference as c; print(c())' "
+             "> docs/config.md`.", ""]
+    for name, field in JobConfig.model_fields.items():
+        section = field.annotation
+        if not hasattr(section, "model_fields"):
+            lines += [f"## `{name}`", "", f"default `{field.default!r}`: {field.description}", ""]
+            continue
+        lines += [f"## `{name}`", "", "| field | default | meaning |", "|---|---|---|"]
+        for fname, f in section.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default
+            lines.append(f"| `{name}.{fname}` | `{default!r}` | {f.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Job config validation: one clear error per mistake, before any Ray resource."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from orchestrator.config import ConfigError, JobConfig, load_config, parse_config
+from orchestrator.loop import TaskCursor
+
+
+def test_defaults_follow_the_reference_recipe():
+    cfg = JobConfig()
+    assert (cfg.grpo.estimator, cfg.grpo.t_low, cfg.grpo.t_high) == ("coupled", 0.2, 0.8)
+    assert (cfg.grpo.beta, cfg.grpo.epsilon, cfg.grpo.num_iterations) == (0.01, 0.5, 2)
+    assert cfg.grpo.ref_sync_every == 64 and cfg.grpo.scale_rewards is False
+    assert cfg.rollout.num_generations == 10 and cfg.rollout.temperature == 1.2 and cfg.rollout.alg == "entropy"
+    assert cfg.learner.lr == 1e-6 and cfg.learner.max_grad_norm == 0.2 and cfg.learner.weight_decay == 0.1
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"rollout": {"actors": 0}}, "rollout.actors"),
+    ({"rollout": {"alg": "beam"}}, "unknown alg"),
+    ({"rollout": {"steps": 64, "max_new_tokens": 32}}, "cannot exceed max_new_tokens"),
+    ({"grpo": {"estimator": "exact"}}, "grpo.estimator"),
+    ({"grpo": {"t_low": 0.9, "t_high": 0.1}}, "t_low"),
+    ({"learner": {"zero_stage": 4}}, "learner.zero_stage"),
+    ({"sandbox": {"backend": "vm"}}, "sandbox.backend"),
+    ({"model": {"path": "/nowhere"}}, "no model folder"),
+    ({"rollot": {}}, "unknown field"),
+    ({"run": {"mode": "fast"}}, "run.mode"),
+])
+def test_each_mistake_names_its_field(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, "job.yaml")
+
+
+def test_yaml_errors_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_demo_and_deploy_examples_validate(repo_root):
+    from orchestrator.config import demo_config
+    assert demo_config().rollout.actors >= 1
+    for path in sorted((repo_root / "deploy" / "examples").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        data.setdefault("model", {})["path"] = "models/tiny-dllm"  # cluster paths do not exist here
+        parse_config(data, str(path))
+
+
+def test_cli_prints_the_error_without_traceback(tmp_path):
+    bad = tmp_path / "job.yaml"
+    bad.write_text("learner:\n  workers: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "learner.workers" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_task_cursor_is_deterministic_and_resumable():
+    tasks = list(range(10))
+    a = TaskCursor(tasks, seed=1)
+    first = a.take(7) + a.take(7)
+    b = TaskCursor(tasks, seed=1)
+    b.take(7)
+    resumed = TaskCursor(tasks, seed=1, position=b.position)
+    assert resumed.take(7) == first[7:]
+    assert sorted(first[:10]) == tasks  # one epoch covers every task once
+
+
+def test_config_reference_doc_is_current(repo_root):
+    from orchestrator.config import config_reference
+    assert (repo_root / "docs" / "config.md").read_text().strip() == config_reference().strip()
