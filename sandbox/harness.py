@@ -1,0 +1,122 @@
+"""Split a task's tests into units so the sandbox can count passed asserts one by one.
+
+A HumanEval test is ``def check(candidate): assert ...; assert ...`` followed by
+``check(entry_point)``. Run as one script, the first failing assert hides all the others,
+so the reward could only be 0 or 1. Here the test source is parsed (on the host: it is
+trusted data, never model output) and each call ``check(x)`` is expanded into
+``candidate = x`` plus the statements of ``check``'s body, each its own unit. A unit that
+contains an ``assert`` is a test; the others (imports, helper variables) are set-up.
+Inside the sandbox the harness executes the units in order in the program's namespace
+and reports each test as passed or failed, so ``tests_passed / tests_total`` is per assert.
+
+Constructs that only make sense inside a function (``return``, ``yield``, ``nonlocal``)
+make that call fall back to a single unit: the call itself, one test.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from sandbox.errors import SandboxError
+
+Unit = tuple[str, str]  # (kind: "setup" | "test", python source)
+
+
+def _has_assert(node: ast.AST) -> bool:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Assert) and not _trivial_assert(sub):
+            return True
+    return False
+
+
+def _trivial_assert(node: ast.Assert) -> bool:
+    """``assert True, "..."`` (HumanEval has a few): not a test of the candidate."""
+    return isinstance(node.test, ast.Constant) and bool(node.test.value) is True
+
+
+class _FunctionOnly(ast.NodeVisitor):
+    """Finds statements that cannot leave their function (outside nested defs)."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Return(self, node):  # noqa: N802
+        self.found = True
+
+    def visit_Yield(self, node):  # noqa: N802
+        self.found = True
+
+    def visit_YieldFrom(self, node):  # noqa: N802
+        self.found = True
+
+    def visit_Await(self, node):  # noqa: N802
+        self.found = True
+
+    def visit_Nonlocal(self, node):  # noqa: N802
+        self.found = True
+
+    def visit_FunctionDef(self, node):  # noqa: N802
+        pass  # a nested def may return: that is fine
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+    visit_Lambda = visit_FunctionDef
+    visit_ClassDef = visit_FunctionDef
+
+
+def _expandable(fn: ast.FunctionDef) -> bool:
+    args = fn.args
+    if len(args.args) != 1 or args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+        return False
+    if fn.decorator_list:
+        return False
+    visitor = _FunctionOnly()
+    for stmt in fn.body:
+        visitor.visit(stmt)
+    return not visitor.found
+
+
+def split_tests(tests: str | None) -> list[Unit] | None:
+    """Return the units of ``tests`` (None when there are no tests).
+
+    Raises :class:`SandboxError` when the tests themselves do not parse: that is a bad
+    task or tests file, not something the program under test did.
+    """
+    if tests is None or not tests.strip():
+        return None
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError as exc:
+        raise SandboxError(f"the tests do not parse (line {exc.lineno}: {exc.msg}); "
+                           "fix the task's test code or the --tests file") from None
+    checks: dict[str, ast.FunctionDef] = {}
+    units: list[Unit] = []
+    for node in tree.body:
+        src = ast.unparse(node)
+        if isinstance(node, ast.FunctionDef):
+            if _has_assert(node):
+                checks[node.name] = node
+            units.append(("setup", src))
+            continue
+        call = node.value if isinstance(node, ast.Expr) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                and call.func.id in checks and len(call.args) == 1 and not call.keywords):
+            fn = checks[call.func.id]
+            if _expandable(fn):
+                units.append(("setup", f"{fn.args.args[0].arg} = {ast.unparse(call.args[0])}"))
+                for stmt in fn.body:
+                    units.append(("test" if _has_assert(stmt) else "setup", ast.unparse(stmt)))
+                continue
+            units.append(("test", src))
+            continue
+        units.append(("test" if _has_assert(node) else "setup", src))
+    if not any(kind == "test" for kind, _ in units):
+        if checks:
+            name = next(iter(checks))
+            raise SandboxError(f"the tests define {name}() but never call it; append a line "
+                               f"`{name}(<function under test>)` to the tests")
+        return [("test", tests)]  # no assert to split on: the whole tests are one test
+    return units
+
+
+def count_tests(units: list[Unit] | None) -> int:
+    return sum(1 for kind, _ in units or () if kind == "test")

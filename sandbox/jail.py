@@ -1,0 +1,99 @@
+"""The jail backend: bubblewrap namespaces around a warm executor, for hosts without Docker.
+
+Outer layer (bubblewrap, once per worker): new network, PID, IPC, UTS and cgroup
+namespaces (and a user namespace when not started as root), a root filesystem that holds
+only read-only binds of /usr and the Python installation, a fresh /proc and minimal /dev,
+an empty environment, all capabilities dropped except the four the executor needs to
+confine children (SYS_ADMIN for namespaces and mounts, SETUID/SETGID to drop to the
+sandbox uid, KILL to stop it), and death with its parent.
+
+Inner layer (the executor, once per program): new PID and mount namespaces, private
+tmpfs on /tmp and /dev/shm, a /proc showing only the program's own processes, rlimits,
+a non-root uid with no capabilities, no-new-privileges, and a seccomp filter. See
+``sandbox/_executor.py`` and docs/sandbox.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+from sandbox._process import EXECUTOR_SOURCE, Backend
+from sandbox.errors import SandboxError
+from sandbox.limits import Limits
+
+EXECUTOR_CAPS = ["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+
+
+def interpreter() -> tuple[str, str]:
+    """The real (non-venv) Python binary and its installation prefix, bound read-only.
+
+    Programs get the standard library of the interpreter cgrpo runs on, not the project's
+    virtual environment (torch, ray ... are none of a test program's business).
+    """
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    return exe, os.path.realpath(sys.base_prefix)
+
+
+def _root_binds(prefix: str) -> list[str]:
+    args: list[str] = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    if not (prefix == "/usr" or prefix.startswith("/usr/")):
+        # bubblewrap creates missing parents with the host's modes (/root is 0700):
+        # make them traversable, then bind the interpreter prefix read-only.
+        parents = list(reversed(Path(prefix).parents))[1:]
+        for parent in parents:
+            args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+def bwrap_command(uid: int, *, seccomp: bool = True) -> list[str]:
+    """The full command line that starts a jailed executor."""
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        raise SandboxError("bubblewrap (bwrap) is not installed, so the jail backend cannot run; "
+                           "install it with `apt-get install -y bubblewrap` (scripts/setup.sh does)")
+    exe, prefix = interpreter()
+    root = os.geteuid() == 0
+    cmd = [bwrap]
+    if not root:
+        cmd += ["--unshare-user", "--uid", "0", "--gid", "0"]
+    cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--hostname", "sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+            "--setenv", "LANG", "C.UTF-8"]
+    cmd += _root_binds(prefix)
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--remount-ro", "/",
+            "--cap-drop", "ALL"]
+    for cap in EXECUTOR_CAPS:
+        cmd += ["--cap-add", cap]
+    cfg = {"mode": "jail", "uid": uid, "gid": uid, "seccomp": seccomp,
+           "drop": "uid" if root else "caps"}
+    return cmd + [exe, "-I", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
+
+
+class JailBackend(Backend):
+    """Programs run in a bubblewrap jail by a warm executor (see module docstring)."""
+
+    name = "jail"
+    start_timeout = 20.0
+
+    def __init__(self, uid: int | None = None, seccomp: bool = True):
+        super().__init__()
+        # A uid of its own per executor: RLIMIT_NPROC counts per uid, so one worker's fork
+        # bomb cannot starve another's programs, and no host account owns these files.
+        self.uid = uid if uid is not None else random.randint(200_000, 299_999)
+        self.seccomp = seccomp
+        bwrap_command(self.uid)  # fail early and clearly when bubblewrap is missing
+
+    def _command(self, limits: Limits) -> list[str]:
+        return bwrap_command(self.uid, seccomp=self.seccomp)
