@@ -49,6 +49,11 @@ if [ -f scripts/fetch_data.py ]; then
   python scripts/fetch_data.py
 fi
 
+# 3b. The dashboard's charting library (uPlot, pinned and hash-checked) via `npm pack`,
+#     copied into the git-ignored orchestrator/dashboard/static/vendor/.
+python -m orchestrator.dashboard.vendor >/dev/null \
+  || log "warning: uPlot not vendored (see above); the dashboard will show tables without charts"
+
 # 4. Redis on its own port (6379 is Ray's).
 if ! redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1; then
   log "starting redis-server on port $CGRPO_REDIS_PORT"

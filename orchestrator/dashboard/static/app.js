@@ -35,12 +35,13 @@ const METRIC_CHARTS = [
   { id: 'clip', title: 'Clip fraction', series: [['clip_frac', 'clipped ratio']] },
   { id: 'arness', title: 'AR-ness (1 = left-to-right)',
     series: [['arness_local', 'local@1'], ['arness_global', 'global@1']] },
-  { id: 'loss', title: 'Loss', series: [['loss', 'loss']] },
   { id: 'tokens', title: 'Rollout throughput (tokens/s)', series: [['rollout_tokens_per_s', 'tokens/s']] },
   { id: 'execs', title: 'Sandbox executions/s', series: [['sandbox_execs_per_s', 'execs/s']] },
   { id: 'learner', title: 'Learner step time (s)', series: [['learner_step_s', 'seconds']] },
   { id: 'idle', title: 'Rollout idle fraction', series: [['rollout_idle_frac', 'idle']] },
 ];
+// Steps are integers: never put a tick at step 0.5.
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000];
 const CHART_ORDER = ['reward', 'pass', ...METRIC_CHARTS.map(c => c.id)];
 
 // ---------------------------------------------------------------------------- helpers
@@ -248,7 +249,7 @@ function chartSpecs() {
     passSeries.push({ label: `${split} (${mode} steps)`, stroke: COLORS[(i + 1) % COLORS.length], width: 2,
       dash: mode === 'half' ? [6, 4] : undefined, spanGaps: true, points: { show: true, size: 6 } });
   });
-  specs.push({ id: 'pass', title: 'pass@1 (train rollouts, held-out at full / half steps)',
+  specs.push({ id: 'pass', title: 'pass@1 (train and held-out)',
     data: passData, series: passSeries, range: [0, 1] });
   for (const c of METRIC_CHARTS) {
     specs.push({ id: c.id, title: c.title, data: [steps, ...c.series.map(([k]) => col(k))],
@@ -286,7 +287,7 @@ function renderCharts() {
         ...spec.series.map(s => ({ spanGaps: false, points: { show: false }, ...s,
           value: (self, v) => fmtNum(v) }))],
       bands: spec.bands,
-      axes: [{ label: 'step', labelSize: 18, size: 36 },
+      axes: [{ label: 'step', labelSize: 18, size: 36, incrs: STEP_INCRS },
         { size: 58, values: (self, ticks) => ticks.map(fmtNum) }],
       cursor: { drag: { x: true, y: false } },
     }, spec.data, card);
