@@ -254,3 +254,20 @@ def test_missing_chart_library_is_explained(redis_url, app_url, page):
     assert "charting library (uPlot) is not installed" in page.locator("#banner").inner_text()
     assert "orchestrator.dashboard.vendor" in page.locator("#banner").inner_text()
     page.wait_for_selector("#workers tbody tr")  # the rest of the page still works
+
+
+def test_control_form_uses_the_token(redis_url, app_url, page):
+    js = write_job(redis_url, "ctl-run", steps=2)
+    js.pop_commands()
+    page.goto(f"{app_url}/jobs/ctl-run")
+    page.wait_for_selector("#controls", state="visible")
+    page.locator("#controls summary").click()
+    page.locator("#ctl-token").fill("wrong")
+    page.locator("#ctl-stop").click()
+    page.wait_for_function("() => document.querySelector('#ctl-result').textContent.startsWith('401')")
+    assert js.pop_commands() == []
+    page.locator("#ctl-token").fill("s3cret")
+    page.locator("#ctl-actors").fill("4")
+    page.locator("#ctl-scale").click()
+    page.wait_for_function("() => document.querySelector('#ctl-result').textContent.startsWith('200')")
+    assert [(c["cmd"], c["rollout_actors"]) for c in js.pop_commands()] == [("scale", 4)]
