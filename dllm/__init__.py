@@ -1,18 +1,30 @@
 """cgrpo's pure-torch core for masked diffusion LMs: models, masking, sampler, estimators, AR-ness.
 
 Nothing here knows about Ray, DeepSpeed or Redis, so every piece is testable alone.
+Names are imported lazily: ``from dllm.errors import CgrpoError`` (what every CLI
+command and the dashboard need) must not pay for importing torch and transformers.
 """
 
-from dllm.arness import global_arness, local_arness
-from dllm.errors import CgrpoError, DLLMError
-from dllm.estimators import coupled_logps, d1_logps, decoupled_logps, estimate_logps
-from dllm.masking import elbo_loss, forward_process
-from dllm.model import DiffusionLM, dream_config, init_model, llada_config, load_model, save_model
-from dllm.sampler import ALGORITHMS, Generation, generate
-from dllm.tokenizer import load_tokenizer
+from importlib import import_module
 
-__all__ = [
-    "ALGORITHMS", "CgrpoError", "DLLMError", "DiffusionLM", "Generation", "coupled_logps", "d1_logps",
-    "decoupled_logps", "dream_config", "elbo_loss", "estimate_logps", "forward_process", "generate",
-    "global_arness", "init_model", "llada_config", "load_model", "load_tokenizer", "local_arness", "save_model",
-]
+_EXPORTS = {
+    "global_arness": "dllm.arness", "local_arness": "dllm.arness",
+    "CgrpoError": "dllm.errors", "DLLMError": "dllm.errors",
+    "coupled_logps": "dllm.estimators", "d1_logps": "dllm.estimators", "decoupled_logps": "dllm.estimators",
+    "estimate_logps": "dllm.estimators",
+    "elbo_loss": "dllm.masking", "forward_process": "dllm.masking",
+    "DiffusionLM": "dllm.model", "dream_config": "dllm.model", "init_model": "dllm.model",
+    "llada_config": "dllm.model", "load_model": "dllm.model", "save_model": "dllm.model",
+    "ALGORITHMS": "dllm.sampler", "Generation": "dllm.sampler", "generate": "dllm.sampler",
+    "load_tokenizer": "dllm.tokenizer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dllm' has no attribute {name!r}")

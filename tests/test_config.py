@@ -21,7 +21,7 @@ def test_defaults_follow_the_reference_recipe():
 
 @pytest.mark.parametrize("data, message", [
     ({"rollout": {"actors": 0}}, "rollout.actors"),
-    ({"rollout": {"alg": "beam"}}, "unknown alg"),
+    ({"rollout": {"alg": "beam"}}, "rollout.alg"),
     ({"rollout": {"steps": 64, "max_new_tokens": 32}}, "cannot exceed max_new_tokens"),
     ({"grpo": {"estimator": "exact"}}, "grpo.estimator"),
     ({"grpo": {"t_low": 0.9, "t_high": 0.1}}, "t_low"),
@@ -80,3 +80,11 @@ def test_task_cursor_is_deterministic_and_resumable():
 def test_config_reference_doc_is_current(repo_root):
     from orchestrator.config import config_reference
     assert (repo_root / "docs" / "config.md").read_text().strip() == config_reference().strip()
+
+
+def test_config_algorithms_are_the_samplers():
+    import typing
+
+    import dllm
+    from orchestrator.config import RolloutSection
+    assert typing.get_args(RolloutSection.model_fields["alg"].annotation) == dllm.ALGORITHMS
