@@ -63,6 +63,7 @@ def api(redis_url):
 def good_job(redis_url, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "job.log"
     log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    os.environ["CGRPO_RUNS_DIR"] = str(log.parent)  # the only folder the logs endpoint may read
     js = state.JobState("good", redis_url)
     js.create(name="good run", config={"model": "tiny", "rollout": {"temperature": 1.2}},
               total_steps=10, status="running", log_path=str(log))
@@ -93,6 +94,12 @@ def test_read_endpoints(api, good_job):
     assert snap["problems"] == [] and len(snap["metrics"]) == 4 and snap["rollout"]["reward"] == 1.0
     logs = api.get("/api/jobs/good/logs?lines=3")
     assert logs.status_code == 200 and logs.text.splitlines() == ["line 997", "line 998", "line 999"]
+
+
+def test_logs_endpoint_refuses_paths_outside_the_runs_folder(api, redis_url, good_job):
+    state.JobState("evil", redis_url).create(name="evil", log_path="/etc/passwd")
+    answer = api.get("/api/jobs/evil/logs")
+    assert answer.status_code == 403 and "root:" not in answer.text
     assert api.get("/api/jobs/nope").status_code == 404
     assert api.get("/api/jobs/nope/metrics").status_code == 404
     page = api.get("/jobs/good")
@@ -184,7 +191,7 @@ def test_garbage_in_redis_never_gives_500(api, redis_url):
     bare = api.get("/api/jobs/bare/snapshot").json()
     assert bare["problems"] == [] and bare["metrics"] == [] and bare["rollout"] is None
     missing_log = api.get("/api/jobs/junk/logs")
-    assert missing_log.status_code == 404 and "cannot be read" in missing_log.json()["detail"]
+    assert missing_log.status_code == 403 and "outside the runs folder" in missing_log.json()["detail"]
     assert api.get("/api/jobs/bare/logs").status_code == 404
     assert api.get("/api/jobs/bad:id").status_code == 404
 

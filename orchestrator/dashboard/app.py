@@ -199,8 +199,12 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
         path = job_or_404(job_id).get("log_path")
         if not path:
             raise HTTPException(404, f"job {job_id!r} has no log_path in its record")
+        log_file = Path(path).resolve()
+        if not log_file.is_relative_to(_logs_root()):
+            # The path comes from Redis: never let it point the server at arbitrary files.
+            raise HTTPException(403, f"log_path {path} is outside the runs folder {_logs_root()}")
         try:
-            text = _tail(Path(path), lines)
+            text = _tail(log_file, lines)
         except OSError as exc:
             raise HTTPException(404, f"log file {path} cannot be read: {exc.strerror or exc}")
         return PlainTextResponse(text)
@@ -224,6 +228,12 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
         return control(job_id, {"cmd": "scale", "rollout_actors": body.rollout_actors})
 
     return app
+
+
+def _logs_root() -> Path:
+    """Where job logs may live: ``$CGRPO_RUNS_DIR`` or the repository's ``runs/``."""
+    import os
+    return Path(os.environ.get("CGRPO_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs").resolve()
 
 
 def _snapshot(r: redis.Redis, job: dict, after_step: int | None) -> dict:
