@@ -16,8 +16,8 @@ import torch
 
 from dllm import load_tokenizer
 from learner.batch import collate
-from learner.grpo import group_advantages
 from learner.group import LearnerGroup
+from learner.grpo import group_advantages
 from orchestrator.config import ConfigError, JobConfig
 from orchestrator.state import JobState
 from orchestrator.tasks import load_tasks

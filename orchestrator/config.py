@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dllm.errors import CgrpoError
 
@@ -128,7 +135,8 @@ class RunSection(_Section):
     eval_tasks: int = Field(32, ge=1, description="held-out tasks per evaluation")
     eval_temperature: float = Field(0.2, ge=0)
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every n steps (0 = only at the end)")
-    output_dir: str = Field("runs", description="checkpoints and exports go to OUTPUT_DIR/JOB_ID")
+    output_dir: str = Field("runs", description="checkpoints, logs and exports go to OUTPUT_DIR/JOB_ID "
+                            "(relative paths are relative to the repository)")
     seed: int = Field(0, description="seed of prompt order, rollouts and masks")
     max_learner_restarts: int = Field(2, ge=0, description="learner failures recovered from the last checkpoint")
 
@@ -147,6 +155,11 @@ class JobConfig(_Section):
     grpo: GRPOSection = Field(default_factory=GRPOSection)
     run: RunSection = Field(default_factory=RunSection)
     redis: RedisSection = Field(default_factory=RedisSection)
+
+    def run_dir(self, job_id: str) -> Path:
+        """Where this job's checkpoints, driver log and exported model live."""
+        out = Path(self.run.output_dir)
+        return (out if out.is_absolute() else REPO / out).resolve() / job_id
 
 
 def _format_error(exc: ValidationError, source: str) -> str:

@@ -70,21 +70,33 @@ def cmd_run(args) -> int:
 def _run_driver(cfg: JobConfig, job_id: str, resume: bool = False) -> int:
     from orchestrator.loop import run_job
     client = _redis(cfg.redis.url)
+    log_path = _driver_log(cfg, job_id)
     if st.read_job(client, job_id) is None:
         st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
-                                           ray_dashboard_url=DEFAULT_RAY_DASHBOARD)
-    console = _console()
-    console.print(f"[bold]job[/bold] {job_id}: {cfg.run.steps} steps of {cfg.grpo.estimator}-GRPO")
+                                           ray_dashboard_url=DEFAULT_RAY_DASHBOARD, log_path=str(log_path))
+    with open(log_path, "a", buffering=1) as log:
+        def say(line: str) -> None:
+            print(line, flush=True)
+            log.write(line + "\n")
 
-    def on_step(step: int, m: dict) -> None:
-        console.print(f"step {step}/{cfg.run.steps}  reward {m['reward_mean']:.3f}±{m['reward_std']:.3f}  "
-                      f"pass {m['pass_rate']:.2f}  kl {m['kl']:.4f}  loss {m['loss']:.4f}  "
-                      f"AR-ness {m['arness_local']:.2f}/{m['arness_global']:.2f}  "
-                      f"{m['rollout_tokens_per_s']:.0f} tok/s")
+        say(f"job {job_id}: {cfg.run.steps} steps of {cfg.grpo.estimator}-GRPO")
 
-    summary = run_job(cfg, job_id, resume=resume, on_step=on_step)
-    console.print_json(json.dumps(summary))
+        def on_step(step: int, m: dict) -> None:
+            say(f"step {step}/{cfg.run.steps}  reward {m['reward_mean']:.3f}±{m['reward_std']:.3f}  "
+                f"pass {m['pass_rate']:.2f}  kl {m['kl']:.4f}  loss {m['loss']:.4f}  "
+                f"AR-ness {m['arness_local']:.2f}/{m['arness_global']:.2f}  "
+                f"{m['rollout_tokens_per_s']:.0f} tok/s")
+
+        summary = run_job(cfg, job_id, resume=resume, on_step=on_step)
+        say(json.dumps(summary))
     return 0
+
+
+def _driver_log(cfg: JobConfig, job_id: str) -> Path:
+    """runs/JOB/driver.log: what the dashboard's logs link serves."""
+    run_dir = cfg.run_dir(job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir / "driver.log"
 
 
 # --- submit / status / logs / stop / list / scale -----------------------------------------
@@ -92,14 +104,12 @@ def cmd_submit(args) -> int:
     cfg = load_config(args.job)  # every config mistake surfaces here, before Ray is touched
     client = _redis(cfg.redis.url)
     job_id = args.job_id or new_job_id(cfg.name)
-    run_dir = Path(cfg.run.output_dir).resolve() / job_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    frozen = run_dir / "job.yaml"
+    frozen = _driver_log(cfg, job_id).parent / "job.yaml"
     shutil.copyfile(args.job, frozen)
     jobs = _jobs_client(args.address)
     st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
                                        ray_job_id=job_id, ray_dashboard_url=args.address,
-                                       log_path=f"cgrpo logs {job_id}")
+                                       log_path=str(_driver_log(cfg, job_id)))
     env = {"CGRPO_REDIS_URL": st.redis_url(cfg.redis.url), "PYTHONUNBUFFERED": "1"}
     entrypoint = f"{sys.executable} -m orchestrator.cli run {frozen} --job-id {job_id}"
     if args.resume:
@@ -218,7 +228,13 @@ def cmd_scale(args) -> int:
 
 def _follow(client, job_id: str, total: int, timeout_s: float = 3600) -> int:
     """A live progress bar from Redis until the job ends."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     deadline = time.time() + timeout_s
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn()) as bar:
@@ -284,9 +300,7 @@ def cmd_demo(args) -> int:
     dash_url = ensure_dashboard(args.dashboard_port, REPO / "runs")
     console.print(f"Ray dashboard  {ray_url}\ncgrpo dashboard {dash_url}")
     job_id = new_job_id("demo")
-    run_dir = (REPO / cfg.run.output_dir / job_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    frozen = run_dir / "job.yaml"
+    frozen = _driver_log(cfg, job_id).parent / "job.yaml"
     import yaml
     frozen.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     submit = argparse.Namespace(job=str(frozen), address=ray_url, job_id=job_id, resume=False, follow=False)

@@ -12,10 +12,9 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import ray
 
@@ -64,7 +63,7 @@ def _sampling(cfg: JobConfig, temperature: float | None = None, steps: int | Non
             "top_p": r.top_p, "top_k": r.top_k, "alg": r.alg, "alg_temp": r.alg_temp}
 
 
-def produce_batch(step: int, tasks: list, parts: "components.Parts", cfg: JobConfig) -> ScoredBatch:
+def produce_batch(step: int, tasks: list, parts: components.Parts, cfg: JobConfig) -> ScoredBatch:
     """Roll out G completions for each task and score them in the sandbox."""
     requests = [{"task_id": t.task_id, "prompt": t.prompt, "group": g} for g, t in enumerate(tasks)]
     version = parts.rollout.version
@@ -77,7 +76,7 @@ def produce_batch(step: int, tasks: list, parts: "components.Parts", cfg: JobCon
                        time.perf_counter() - start)
 
 
-def evaluate(parts: "components.Parts", cfg: JobConfig, tasks: list, step: int, state: JobState) -> dict:
+def evaluate(parts: components.Parts, cfg: JobConfig, tasks: list, step: int, state: JobState) -> dict:
     """Held-out pass@1 at the eval temperature, with full and half denoising steps."""
     out = {}
     requests = [{"task_id": t.task_id, "prompt": t.prompt} for t in tasks]
@@ -135,7 +134,7 @@ def run_job(cfg: JobConfig, job_id: str, *, resume: bool = False,
             on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Run a whole job on the connected Ray cluster; returns the final summary."""
     state = JobState(job_id, cfg.redis.url)
-    out_dir = Path(cfg.run.output_dir) / job_id
+    out_dir = cfg.run_dir(job_id)
     parts = components.start(cfg, job_id, state)
     try:
         return _loop(cfg, job_id, state, parts, out_dir, resume, on_step)
