@@ -79,6 +79,7 @@ COPY --from=assets /assets/static/vendor/ orchestrator/dashboard/static/vendor/
 COPY models/ models/
 COPY scripts/fetch_data.py scripts/
 COPY deploy/examples/ jobs/
+COPY deploy/preflight.py deploy/
 # The venv and /app keep their bytecode: the non-root user cannot write __pycache__
 # there, so without it every process would recompile torch's sources at start-up.
 RUN pip install -e . \
@@ -87,7 +88,7 @@ RUN pip install -e . \
          printf '%s' "${CGRPO_DATA}" | xargs python3 scripts/fetch_data.py --only; \
        fi \
     && rm -rf .cache ./*.egg-info \
-    && python3 -m compileall -q dllm rollout sandbox learner orchestrator
+    && python3 -m compileall -q dllm rollout sandbox learner orchestrator deploy
 
 FROM base AS runtime
 ARG DS_ACCELERATOR=cpu
