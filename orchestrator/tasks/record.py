@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def validate_row(row: object) -> str | None:
     if canonical is not None and not isinstance(canonical, str):
         return f"field 'canonical_solution' is a {type(canonical).__name__}, not a string"
     try:
-        prompt_tree = ast.parse(prompt + (canonical or "    pass\n"))
+        with warnings.catch_warnings():  # third-party code: "invalid escape sequence" is not our concern
+            warnings.simplefilter("ignore")
+            prompt_tree = ast.parse(prompt + (canonical or "    pass\n"))
     except SyntaxError as exc:
         what = "prompt + canonical_solution" if canonical else "prompt"
         return f"{what} is not valid Python ({exc.msg}, line {exc.lineno})"
