@@ -1,0 +1,180 @@
+"""The learner worker group: N Ray actors, each a thin wrapper around one :class:`LearnerWorker`.
+
+The group reserves one placement-group bundle per rank (``PACK`` keeps them on as few nodes
+as possible, ``SPREAD`` puts them on different nodes), asks rank 0 for its node address and
+a free port, and has every actor set ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE``/
+``LOCAL_RANK`` before DeepSpeed initialises torch.distributed (as OpenRLHF does, instead of
+torchrun). ``train_step`` splits the global batch into equal contiguous shards; every other
+method is a collective call on all ranks whose answer comes from rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from learner.batch import RolloutBatch
+from learner.errors import LearnerError
+from learner.grpo import GRPOConfig
+
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+class LearnerActor:
+    """Ray actor body: sets the rendezvous environment, then delegates to a LearnerWorker."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+        self.worker = None
+
+    def address(self) -> tuple[str, int]:
+        from learner.worker import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, model_path: str, config: dict, master_addr: str, master_port: int) -> dict:
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")  # Ray shows each actor only its GPUs
+        from learner.worker import LearnerWorker
+
+        self.worker = LearnerWorker(model_path, GRPOConfig.from_dict(config), rank=self.rank,
+                                    world_size=self.world_size)
+        return {"rank": self.rank, "pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+                "device": str(self.worker.device)}
+
+    def train_step(self, batch: RolloutBatch) -> dict:
+        return self.worker.train_step(batch)
+
+    def get_weights(self, version: int) -> dict | None:
+        state = self.worker.get_weights(version)
+        return state if self.rank == 0 else None
+
+    def save(self, path: str, extra: dict | None) -> str:
+        return str(self.worker.save(path, extra))
+
+    def load(self, path: str) -> dict:
+        return self.worker.load(path)
+
+    def export_hf(self, path: str) -> str:
+        return str(self.worker.export_hf(path))
+
+    def counters(self) -> dict:
+        w = self.worker
+        return {"step": w.step, "optimizer_steps": w.optimizer_steps, "weight_version": w.weight_version}
+
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown()
+
+
+class LearnerGroup:
+    """``num_workers`` data-parallel DeepSpeed ranks behind one object.
+
+    ``model_path`` is an HF folder ``dllm.load_model`` reads (every node must see it);
+    ``config`` is a :class:`GRPOConfig` or its dict. ``resources`` adds custom Ray
+    resources to every rank's bundle (e.g. ``{"learner_node": 1}``).
+    """
+
+    def __init__(self, model_path: str | Path, config: GRPOConfig | dict | None = None, num_workers: int = 1,
+                 num_gpus_per_worker: float = 0, resources: dict | None = None, placement_strategy: str = "PACK",
+                 num_cpus_per_worker: float = 1, ready_timeout_s: float = 600.0):
+        self.config = config if isinstance(config, GRPOConfig) else GRPOConfig.from_dict(config)
+        if num_workers < 1:
+            raise LearnerError(f"learner.num_workers must be >= 1 (got {num_workers})")
+        if num_gpus_per_worker < 0 or num_cpus_per_worker <= 0:
+            raise LearnerError("learner: num_gpus_per_worker must be >= 0 and num_cpus_per_worker > 0")
+        if placement_strategy not in STRATEGIES:
+            raise LearnerError(f"learner.placement_strategy must be one of {', '.join(STRATEGIES)} "
+                               f"(got {placement_strategy!r})")
+        if not (Path(model_path) / "config.json").is_file():
+            raise LearnerError(f"learner model folder {str(model_path)!r} has no config.json")
+        self.model_path = str(Path(model_path).resolve())
+        self.num_workers = num_workers
+        if not ray.is_initialized():
+            ray.init()
+        bundle = {"CPU": num_cpus_per_worker, **(resources or {})}
+        if num_gpus_per_worker:
+            bundle["GPU"] = num_gpus_per_worker
+        self._pg = placement_group([dict(bundle) for _ in range(num_workers)], strategy=placement_strategy)
+        ready, _ = ray.wait([self._pg.ready()], timeout=ready_timeout_s)
+        if not ready:
+            remove_placement_group(self._pg)
+            raise LearnerError(f"learner: the Ray cluster cannot place {num_workers} x {bundle} "
+                               f"({placement_strategy}) within {ready_timeout_s:.0f}s; lower num_workers or "
+                               "add resources")
+        env = {"DS_ACCELERATOR": "cuda" if num_gpus_per_worker else "cpu", "TOKENIZERS_PARALLELISM": "false"}
+        actor_cls = ray.remote(LearnerActor)
+        self._actors = [
+            actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker, resources=resources or {},
+                              runtime_env={"env_vars": env}, max_concurrency=1,
+                              scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                  placement_group=self._pg, placement_group_bundle_index=rank))
+            .remote(rank, num_workers)
+            for rank in range(num_workers)
+        ]
+        try:
+            addr, port = ray.get(self._actors[0].address.remote())
+            self.workers_info = ray.get([a.setup.remote(self.model_path, self.config.model_dump(mode="json"),
+                                                        addr, port) for a in self._actors])
+        except Exception:
+            self.shutdown()
+            raise
+
+    def _all(self, method: str, *args) -> list:
+        return ray.get([getattr(a, method).remote(*args) for a in self._actors])
+
+    def train_step(self, batch: RolloutBatch) -> dict[str, float]:
+        """One coupled-GRPO update on the global batch, split across the ranks; the metrics
+        are global (averaged over ranks; ``step_time_s`` is the slowest rank's)."""
+        shards = batch.shard(self.num_workers, multiple=self.config.gradient_accumulation_steps)
+        results = ray.get([a.train_step.remote(s) for a, s in zip(self._actors, shards)])
+        metrics = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+        metrics["step_time_s"] = max(r["step_time_s"] for r in results)
+        metrics["step"] = int(results[0]["step"])
+        metrics["optimizer_steps"] = int(results[0]["optimizer_steps"])
+        return metrics
+
+    def get_weights_ref(self, version: int) -> ray.ObjectRef:
+        """A Ray ObjectRef to the full policy state dict (checkpoint names, CPU tensors), put in
+        the object store once by rank 0 and owned by the caller, for the rollout pool to read."""
+        refs = [a.get_weights.remote(version) for a in self._actors]
+        ray.get(refs[1:])  # the others only take part in the ZeRO-3 gather
+        ray.wait(refs[:1], num_returns=1)
+        return refs[0]
+
+    def get_weights(self, version: int) -> dict:
+        return ray.get(self.get_weights_ref(version))
+
+    def save(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Checkpoint every rank (path must be on storage all learner nodes share)."""
+        self._all("save", str(Path(path).resolve()), extra)
+        return Path(path)
+
+    def load(self, path: str | Path) -> dict:
+        """Restore a checkpoint written by :meth:`save`; returns its ``extra`` dict."""
+        return self._all("load", str(Path(path).resolve()))[0]
+
+    def export_hf(self, path: str | Path) -> Path:
+        self._all("export_hf", str(Path(path).resolve()))
+        return Path(path)
+
+    def counters(self) -> dict:
+        return ray.get(self._actors[0].counters.remote())
+
+    def shutdown(self) -> None:
+        """Tear down the process group and the actors, and release the placement group."""
+        actors, self._actors = getattr(self, "_actors", []), []
+        if actors:
+            try:
+                ray.get([a.shutdown.remote() for a in actors], timeout=60)
+            except Exception:  # noqa: BLE001 - the actors are killed next anyway
+                pass
+            for a in actors:
+                ray.kill(a)
+        if getattr(self, "_pg", None) is not None:
+            remove_placement_group(self._pg)
+            self._pg = None
