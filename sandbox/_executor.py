@@ -25,7 +25,8 @@ Two confinement modes, chosen by the host:
 Harness report (child -> executor, one line each on fd 3):
 ``L`` program loaded; ``P i`` / ``F i msg`` test unit i passed / failed; ``S i msg`` setup
 unit i raised; ``X code`` sys.exit(code); ``E msg`` program raised while loading;
-``M`` MemoryError; ``D`` harness finished.
+``M`` MemoryError; ``D code cpu_s`` harness finished (written last, after output is flushed:
+the executor answers on it without waiting for the process teardown).
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ def build_seccomp_filter(arch: str | None = None) -> bytes:
 _libc = None
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 38, 22
+PR_CAPBSET_DROP, PR_SET_SECUREBITS = 24, 28
 SECCOMP_MODE_FILTER = 2
 CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
@@ -228,13 +230,35 @@ def _prctl(option: int, arg2: int = 0, arg3=None) -> None:
     _check(_c().prctl(option, arg2, arg3, 0, 0), f"prctl {option}")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_caps() -> None:
+    """Drop every capability for good: lock securebits so uid 0 (in a user namespace)
+    regains nothing through exec, empty the bounding set, then clear all sets."""
+    _prctl(PR_SET_SECUREBITS, 0x2F)  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS off; all locked
+    for cap in range(64):
+        if _c().prctl(PR_CAPBSET_DROP, cap, None, 0, 0) != 0:
+            if ctypes.get_errno() == errno.EINVAL:
+                break
+            _check(-1, "drop bounding capability")
+    data = (_CapData * 2)()
+    _check(_c().capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 def _install_seccomp(filter_bytes: bytes) -> None:
     buf = ctypes.create_string_buffer(filter_bytes, len(filter_bytes))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    fprog = SockFprog(len(filter_bytes) // 8, ctypes.addressof(buf))
+    fprog = _SockFprog(len(filter_bytes) // 8, ctypes.addressof(buf))
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
 
 
@@ -306,7 +330,6 @@ def _harness(program: str, units, report_fd: int) -> int:
             sys.stderr.flush()
         except BaseException:
             pass
-        report("D")
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -342,7 +365,15 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
         _mount("scratch", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
         _mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                f"size={int(limits['disk_mb'])}m,mode=0700,uid={uid},gid={gid}")
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            # In a user namespace the kernel may refuse a new /proc (bwrap's has read-only
+            # submounts). The executor is then non-dumpable, so a program sharing its uid
+            # still cannot read or write its memory; and it cannot signal it: the executor
+            # lives outside the program's PID namespace.
+            if cfg.get("drop", "uid") == "uid":
+                raise
     os.setsid()
     out_w, err_w, rep_w = fds
     devnull = os.open("/dev/null", os.O_RDONLY)
@@ -364,12 +395,14 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-    if os.geteuid() == 0:
+    if cfg.get("drop", "uid") == "uid":
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # leaves root: every capability is cleared
-    if os.geteuid() == 0:
-        raise OSError(errno.EPERM, "still root after the uid drop")
+        if os.geteuid() == 0:
+            raise OSError(errno.EPERM, "still root after the uid drop")
+    else:
+        _drop_caps()  # user-namespace jail: only our own uid is mapped; shed the capabilities
     os.chdir(scratch)  # after the drop: root without CAP_DAC_* cannot enter the 0700 scratch
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setresuid, which clears it
@@ -399,9 +432,16 @@ def _child_main(cfg, req, scratch, fds) -> None:
         except OSError:
             pass
         os._exit(71)
+    me = os.getpid()
     try:
         code = _harness(req["program"], req.get("units"), 3)
     finally:
+        if os.getpid() == me:  # not in a process the program forked
+            try:
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                os.write(3, f"D {code} {ru.ru_utime + ru.ru_stime:.4f}\n".encode())
+            except BaseException:
+                pass
         os._exit(code)
 
 
@@ -415,6 +455,7 @@ class Executor:
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.n = 0
+        self._pending: list[int] = []
         self.mode = cfg["mode"]
         self._pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if self.mode == "jail" else None
         try:
@@ -425,7 +466,7 @@ class Executor:
             self.seccomp = f"off ({exc})"
         if not cfg.get("seccomp", True) and self.seccomp == "on":
             self.seccomp = "off (disabled by config)"
-        if self.mode == "container":
+        if self.mode == "container" or cfg.get("drop") == "caps":
             _prctl(PR_SET_DUMPABLE, 0)  # programs share our uid: no ptrace, no /proc/1/mem
         for name in cfg.get("preimport", ()):
             try:
@@ -436,15 +477,22 @@ class Executor:
     # -- one program ---------------------------------------------------------------------
     def run(self, req: dict) -> dict:
         self.n += 1
+        self._reap()
         limits = req["limits"]
+        cfg = self.cfg
+        if self.mode == "jail":
+            # A uid per program slot (rotating): RLIMIT_NPROC counts per uid, and a finished
+            # program's processes may still be tearing down while the next one starts.
+            uid = cfg["uid"] + self.n % 8 if cfg.get("drop", "uid") == "uid" else cfg["uid"]
+            scratch = "/tmp"
+        else:
+            uid = cfg["uid"]
+            scratch = f"{cfg['scratch']}/run{self.n}"
+            os.mkdir(scratch, 0o700)
+        child_cfg = dict(cfg, uid=uid, gid=uid)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        if self.mode == "jail":
-            scratch = "/tmp"
-        else:
-            scratch = f"{self.cfg['scratch']}/run{self.n}"
-            os.mkdir(scratch, 0o700)
         sys.stdout.flush()
         start = time.monotonic()
         if self.mode == "jail":
@@ -458,7 +506,7 @@ class Executor:
         if pid == 0:  # the child never returns from here
             try:
                 os.close(out_r), os.close(err_r), os.close(rep_r)
-                _child_main(self.cfg, req, scratch, (out_w, err_w, rep_w))
+                _child_main(child_cfg, req, scratch, (out_w, err_w, rep_w))
             finally:
                 os._exit(72)
         if self.mode == "jail":
@@ -475,10 +523,17 @@ class Executor:
         return res
 
     def _watch(self, pid: int, start: float, limits: dict, fds: dict) -> dict:
+        """Collect output until the harness says done (``D``), the child dies, or a limit hits.
+
+        The fast path: ``D`` is the child's last write, after its output is flushed, so the
+        answer is complete once it arrives; the child is then killed and reaped later,
+        and the kernel's namespace teardown (an RCU grace period) overlaps the next program.
+        """
         cap = int(limits["output_bytes"])
         bufs = {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()}
         seen = 0
-        timed_out = output_exceeded = False
+        timed_out = output_exceeded = exited = False
+        done = None
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         for fd in fds:
@@ -487,65 +542,100 @@ class Executor:
         poller.register(pidfd, select.POLLIN)
         open_fds = set(fds)
         deadline = start + float(limits["wall_s"])
-        exited = False
-        drain_until = None
-        while open_fds:
+        stop_at = None  # once set: keep draining output until then, then stop
+
+        def read(fd: int) -> bool:
+            """Read what is there; False at EOF or when nothing is ready."""
+            nonlocal seen, output_exceeded, done
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return False
+            if not chunk:
+                poller.unregister(fd)
+                open_fds.discard(fd)
+                return False
+            name = fds[fd]
+            buf = bufs[name]
+            if name == "report":
+                if len(buf) < 1 << 20:
+                    buf += chunk
+                if done is None and buf.endswith(b"\n"):
+                    last = buf[buf.rfind(b"\n", 0, len(buf) - 1) + 1:]
+                    if last.startswith(b"D "):
+                        done = last.split()
+                return True
+            seen += len(chunk)
+            room = cap - len(bufs["stdout"]) - len(bufs["stderr"])
+            if room > 0:
+                buf += chunk[:room]
+            if seen > cap:
+                output_exceeded = True
+            return True
+
+        while True:
             now = time.monotonic()
-            if not exited and now >= deadline:
-                timed_out = True
-                self._kill(pid)
-                exited = True
-                drain_until = now + 0.5
-            if drain_until is not None and now >= drain_until:
+            if stop_at is None:
+                if output_exceeded or done is not None:
+                    break
+                if now >= deadline:
+                    timed_out = True
+                    self._kill(pid)
+                    stop_at = now + 0.2
+            if stop_at is not None and (now >= stop_at or not open_fds):
                 break
-            limit_t = (drain_until if exited else deadline) - now
-            for fd, _ev in poller.poll(max(0.0, limit_t) * 1000):
+            wait_s = (stop_at if stop_at is not None else deadline) - now
+            for fd, _ev in poller.poll(max(0.0, wait_s) * 1000):
                 if fd == pidfd:
                     poller.unregister(pidfd)
                     exited = True
                     if self.mode == "container":
-                        self._kill_all()
-                    drain_until = time.monotonic() + 0.5
-                    continue
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    poller.unregister(fd)
-                    open_fds.discard(fd)
-                    continue
-                name = fds[fd]
-                buf = bufs[name]
-                if name == "report":
-                    if len(buf) < 1 << 20:
-                        buf += chunk
-                    continue
-                seen += len(chunk)
-                room = cap - len(bufs["stdout"]) - len(bufs["stderr"])
-                if room > 0:
-                    buf += chunk[:room]
-                if seen > cap and not output_exceeded:
-                    output_exceeded = True
-                    self._kill(pid)
-                    exited = True
-                    drain_until = time.monotonic() + 0.2
-        if not exited:
-            self._kill(pid)
+                        self._kill_all()  # whatever it left behind
+                    if stop_at is None:
+                        stop_at = time.monotonic() + 0.5
+                else:
+                    read(fd)
+        for fd in list(open_fds):  # what is already in the pipes belongs to the answer
+            while fd in open_fds and read(fd):
+                pass
+        self._kill(pid)
         os.close(pidfd)
-        _, status, ru = os.wait4(pid, 0)
-        duration = time.monotonic() - start
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        cpu = maxrss = 0
+        code = sig = None
+        reaped = os.wait4(pid, os.WNOHANG) if (exited or done is None) else (0, 0, None)
+        if reaped[0] == 0 and done is None:
+            reaped = os.wait4(pid, 0)  # killed by us or by a limit: its status tells how
+        if reaped[0] == pid:
+            _, status, ru = reaped
+            cpu, maxrss = ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        else:
+            self._pending.append(pid)
+        if done is not None:  # the harness finished: its word is the exit status
+            code, sig = int(done[1]), None
+            cpu = max(cpu, float(done[2]) if len(done) > 2 else 0.0)
         return {
             "exit": code, "signal": sig, "timed_out": timed_out,
             "output_exceeded": output_exceeded, "output_bytes": seen,
             "stdout": bufs["stdout"].decode("utf-8", "replace"),
             "stderr": bufs["stderr"].decode("utf-8", "replace"),
             "report": bufs["report"].decode("utf-8", "replace").splitlines(),
-            "duration_s": round(duration, 6),
-            "cpu_s": round(ru.ru_utime + ru.ru_stime, 4), "maxrss_kb": ru.ru_maxrss,
+            "duration_s": round(time.monotonic() - start, 6),
+            "cpu_s": round(cpu, 4), "maxrss_kb": maxrss,
         }
+
+    def _reap(self) -> None:
+        """Reap children killed after earlier programs; wait only if many are pending."""
+        still = []
+        for pid in self._pending:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG if len(self._pending) < 16 else 0)
+            except ChildProcessError:
+                continue
+            if done == 0:
+                still.append(pid)
+        self._pending = still
 
     def _kill(self, pid: int) -> None:
         try:
@@ -556,25 +646,24 @@ class Executor:
             self._kill_all()
 
     def _kill_all(self) -> None:
-        """Container mode: kill every process but us (we are PID 1), then reap them."""
+        """Container mode: kill every process but us (we are PID 1)."""
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
     def _sweep(self) -> None:
+        """Container mode, after each program: no process and no file survives it."""
         self._kill_all()
-        while True:  # reap orphans re-parented to us
+        while True:  # reap what has died; the rest is reaped after the next program
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
-                time.sleep(0.001)
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                break
+            if pid in self._pending:
+                self._pending.remove(pid)
         for root in self.cfg.get("wipe", ()):
             _wipe(root)
 
@@ -632,6 +721,11 @@ def main(argv: list[str]) -> None:
     cfg.setdefault("scratch", "/tmp")
     cfg.setdefault("preimport", PREIMPORT)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Started with -I -S: no site-packages, no .pth hooks of the host's installation. The
+    # builtins `site` would add that programs do use (exit, quit) are added back here.
+    import site
+
+    site.setquit()
     inp = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
     out = open(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     # Nothing a child inherits may reach our protocol stream: fd 1 becomes stderr.

@@ -136,7 +136,7 @@ class DockerBackend(Backend):
             "--user", f"{self.uid}:{self.uid}", "--workdir", "/tmp",
             "--ulimit", "core=0", "--log-driver", "none",
             "--env", "LANG=C.UTF-8", "--entrypoint", "python3",
-            self.image, "-I", "-c", EXECUTOR_SOURCE, json.dumps(cfg),
+            self.image, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg),
         ]
 
     def _needs_restart(self, limits: Limits) -> bool:

@@ -39,6 +39,20 @@ def interpreter() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
+def privileged() -> bool:
+    """Real root with CAP_SYS_ADMIN (then no user namespace is needed, and programs run
+    under a uid of their own); a root without it (e.g. in a container) counts as not."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        pass
+    return False
+
+
 def _root_binds(prefix: str) -> list[str]:
     args: list[str] = ["--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -63,10 +77,15 @@ def bwrap_command(uid: int, *, seccomp: bool = True) -> list[str]:
         raise SandboxError("bubblewrap (bwrap) is not installed, so the jail backend cannot run; "
                            "install it with `apt-get install -y bubblewrap` (scripts/setup.sh does)")
     exe, prefix = interpreter()
-    root = os.geteuid() == 0
+    root = privileged()
     cmd = [bwrap]
+    caps = list(EXECUTOR_CAPS)
     if not root:
+        # Without real root: a user namespace where we are uid 0 with namespaced
+        # capabilities; children cannot take another uid, so they shed every capability
+        # instead (SETPCAP lets them lock the securebits and empty the bounding set).
         cmd += ["--unshare-user", "--uid", "0", "--gid", "0"]
+        caps.append("CAP_SETPCAP")
     cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
             "--hostname", "sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
@@ -74,11 +93,11 @@ def bwrap_command(uid: int, *, seccomp: bool = True) -> list[str]:
     cmd += _root_binds(prefix)
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--remount-ro", "/",
             "--cap-drop", "ALL"]
-    for cap in EXECUTOR_CAPS:
+    for cap in caps:
         cmd += ["--cap-add", cap]
     cfg = {"mode": "jail", "uid": uid, "gid": uid, "seccomp": seccomp,
            "drop": "uid" if root else "caps"}
-    return cmd + [exe, "-I", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
+    return cmd + [exe, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
 
 
 class JailBackend(Backend):

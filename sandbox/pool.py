@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # noqa: F401
 
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
@@ -100,7 +100,7 @@ class SandboxPool:
     def __init__(self, num_workers: int, backend: str = "auto", limits: Limits | None = None, *,
                  reward_config: RewardConfig | None = None, batch_size: int = 8,
                  max_inflight_per_worker: int = 2, num_cpus_per_worker: float = 1.0,
-                 start_timeout_s: float = 120.0):
+                 resources: dict[str, float] | None = None, start_timeout_s: float = 120.0):
         if num_workers < 1:
             raise SandboxError(f"sandbox num_workers={num_workers} must be at least 1")
         if batch_size < 1 or max_inflight_per_worker < 1:
@@ -115,8 +115,9 @@ class SandboxPool:
         self.config = reward_config or RewardConfig()
         self.batch_size = batch_size
         self.max_inflight = max_inflight_per_worker
-        self._actor_cls = ray.remote(num_cpus=num_cpus_per_worker, max_restarts=0,
-                                     max_concurrency=1)(SandboxWorker)
+        # resources: e.g. {"sandbox": 1} pins workers to nodes that advertise it (deploy/)
+        self._actor_cls = ray.remote(num_cpus=num_cpus_per_worker, resources=resources or {},
+                                     max_restarts=0, max_concurrency=1)(SandboxWorker)
         self.start_timeout_s = start_timeout_s
         self.restarts = 0
         self._jobs: dict[str, JobStats] = {}

@@ -105,7 +105,8 @@ def interpret(raw: dict, units: list | None, limits: Limits, backend: str) -> Ex
         res.status, res.detail = "error", f"sandbox failure: {infra}"
     elif raw.get("timed_out"):
         res.status, res.detail = "timeout", f"wall-clock limit of {limits.wall_s:g} s exceeded"
-    elif sig in (_signal.SIGXCPU, _signal.SIGKILL) and cpu >= cpu_limit - 0.05:
+    elif sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and cpu >= 0.8 * cpu_limit):
+        # RLIMIT_CPU's hard limit is a SIGKILL; CPU accounting is tick-grained, hence 0.8
         res.status, res.detail = "timeout", f"CPU-time limit of {cpu_limit:g} s exceeded"
     elif raw.get("output_exceeded"):
         res.status = "killed"
