@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import platform
@@ -395,14 +396,16 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
     resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
-    if cfg.get("drop", "uid") == "uid":
+    if cfg.get("drop", "uid") == "uid" and os.geteuid() == 0:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # leaves root: every capability is cleared
         if os.geteuid() == 0:
             raise OSError(errno.EPERM, "still root after the uid drop")
-    else:
+    elif cfg.get("drop") == "caps":
         _drop_caps()  # user-namespace jail: only our own uid is mapped; shed the capabilities
+    if os.geteuid() == 0 and cfg.get("drop", "uid") == "uid":
+        raise OSError(errno.EPERM, "refusing to run a program as root")
     os.chdir(scratch)  # after the drop: root without CAP_DAC_* cannot enter the 0700 scratch
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setresuid, which clears it
@@ -427,10 +430,12 @@ def _child_main(cfg, req, scratch, fds) -> None:
     try:
         _confine_child(cfg, req["limits"], scratch, fds)
     except BaseException as exc:
-        try:
-            os.write(fds[2], f"I sandbox set-up failed: {exc}\n".encode())
-        except OSError:
-            pass
+        for fd in (fds[2], 3):  # the pipe's own fd until closed, then its copy on fd 3
+            try:
+                os.write(fd, f"I sandbox set-up failed: {exc}\n".encode())
+                break
+            except OSError:
+                pass
         os._exit(71)
     me = os.getpid()
     try:
@@ -727,7 +732,8 @@ def main(argv: list[str]) -> None:
 
     site.setquit()
     inp = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
-    out = open(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    # The protocol stream moves to a high fd, so fds 3.. are never ours in a child.
+    out = open(fcntl.fcntl(sys.stdout.fileno(), fcntl.F_DUPFD_CLOEXEC, 100), "w", encoding="utf-8")
     # Nothing a child inherits may reach our protocol stream: fd 1 becomes stderr.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     Executor(cfg).serve(inp, out)
