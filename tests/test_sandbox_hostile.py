@@ -1,0 +1,243 @@
+"""Hostile programs against every backend that can run here: each must be contained.
+
+Each attack is the completion of a task whose test passes only if ``solve()`` returns 42.
+The completion returns 42 *and* runs the attack at import time, written the way an
+attacker checks success: it raises when the attack fails. So an attack that is contained
+leaves the program unloadable (error), stopped (timeout/killed) and the reward 0; an
+attack that got through would load, pass the test and earn a reward. On top of that the
+host is checked directly: files it must not see or get, a sentinel process that must
+survive, and the same executor serving the next program with no restart.
+
+Runs against the jail always, and against Docker when an engine and the sandbox image
+answer (``bash scripts/docker_setup.sh`` provides both); otherwise those cases are
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import uuid
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from sandbox import Limits
+from sandbox.container import why_unavailable
+from sandbox.rewards import score_completion
+
+REPO = Path(__file__).resolve().parent.parent
+Task = namedtuple("Task", "prompt entry_point test")
+TASK = Task("def solve():\n", "solve", "def check(candidate):\n    assert candidate() == 42\n")
+LIMITS = Limits(wall_s=2.0, cpu_s=1.0, memory_mb=256, max_procs=8, output_bytes=16_000, disk_mb=16)
+CANARY = f"canary-{uuid.uuid4().hex}"
+HOST_MARK = f"/var/tmp/cgrpo-hostile-{uuid.uuid4().hex[:8]}"  # outside every scratch
+
+ALLOWED = ("error", "timeout", "killed")
+# name -> (attack source run at import time, statuses that mean "contained")
+ATTACKS = {
+    "network_connect": ("""
+        import socket
+        s = socket.create_connection(("1.1.1.1", 53), timeout=1)
+    """, ("error",)),
+    "host_loopback_service": ("""
+        import socket  # the host's Redis; inside the sandbox 127.0.0.1 is its own
+        s = socket.create_connection(("127.0.0.1", 6390), timeout=1)
+    """, ("error",)),
+    "dns": ("""
+        import socket
+        socket.getaddrinfo("example.com", 80)
+    """, ("error",)),
+    "read_etc_shadow": ("""
+        print(open("/etc/shadow").read())
+    """, ("error",)),
+    "read_project_files": (f"""
+        print(open({str(REPO / "pyproject.toml")!r}).read())
+    """, ("error",)),
+    "read_parent_environment": (f"""
+        import os
+        blob = repr(dict(os.environ))
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    blob += open(f"/proc/{{pid}}/environ", "rb").read().decode("latin-1")
+                except OSError:
+                    pass
+        assert {CANARY!r} in blob, "no secret found"
+    """, ("error",)),
+    "write_outside_scratch": (f"""
+        for path in ("/usr/pwned", "/pwned", {HOST_MARK!r}, {str(REPO / "pwned")!r}):
+            try:
+                open(path, "w").write("pwned")
+            except OSError:
+                continue
+            break
+        else:
+            raise PermissionError("nothing writable outside scratch")
+    """, ("error",)),
+    "fork_bomb": ("""
+        import os
+        while True:
+            os.fork()
+    """, ALLOWED),
+    "memory_bomb": ("""
+        hog = bytearray(2 * 1024 ** 3)
+    """, ("killed",)),
+    "memory_creep": ("""
+        hog = []
+        while True:
+            hog.append(bytearray(16 * 1024 ** 2))
+    """, ("killed",)),
+    "cpu_spin": ("""
+        while True:
+            pass
+    """, ("timeout",)),
+    "infinite_output": ("""
+        while True:
+            print("spam" * 256)
+    """, ("killed",)),
+    "sleep_past_limit": ("""
+        import time
+        time.sleep(60)
+    """, ("timeout",)),
+    "kill_parent": ("""
+        import os, signal, time
+        parent = os.getppid()
+        os.kill(parent, signal.SIGKILL)
+        time.sleep(0.2)
+        os.kill(parent, 0)
+        raise RuntimeError("parent survived")
+    """, ALLOWED),
+    "kill_everything": ("""
+        import os, signal
+        os.kill(-1, signal.SIGKILL)
+        os.system("kill -9 -1")
+        raise RuntimeError("still alive")
+    """, ALLOWED),
+    "ctypes_escape": ("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = (libc.unshare(0x10000000) == 0          # new user namespace
+              or libc.setuid(0) == 0                 # become root
+              or libc.mount(b"none", b"/usr", b"tmpfs", 0, None) == 0
+              or libc.ptrace(16, 1, 0, 0) == 0)      # attach to PID 1
+        assert ok, "ctypes got nothing"
+    """, ("error",)),
+    "os_system_escape": (f"""
+        import os
+        assert os.system("echo pwned > {HOST_MARK} || echo pwned > /usr/pwned") == 0
+    """, ("error",)),
+    "subprocess_escape": ("""
+        import subprocess
+        subprocess.run(["sh", "-c", "mount -t tmpfs none /usr || cat /etc/shadow"], check=True,
+                       capture_output=True)
+    """, ("error",)),
+}
+
+
+def _backends():
+    params = [pytest.param("jail", id="jail")]
+    reason = why_unavailable()
+    params.append(pytest.param("docker", id="docker", marks=pytest.mark.skipif(
+        reason is not None, reason=f"Docker backend unavailable: {reason}")))
+    return params
+
+
+@pytest.fixture(scope="module")
+def sentinel():
+    """A host process no program may kill."""
+    proc = subprocess.Popen(["sleep", "600"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture(scope="module", params=_backends())
+def backend(request):
+    from sandbox.backends import make_backend
+
+    os.environ["CGRPO_HOSTILE_CANARY"] = CANARY  # in the host's environment, never the sandbox's
+    b = make_backend(request.param)
+    b.start(LIMITS)
+    yield b
+    b.close()
+    os.environ.pop("CGRPO_HOSTILE_CANARY", None)
+
+
+def _completion(attack: str) -> str:
+    return "    return 42\n\n" + textwrap.dedent(attack)
+
+
+def test_the_harness_would_pay_an_attack_that_got_through(backend):
+    # The control: the same shape with a harmless "attack" loads, passes and is paid.
+    res = score_completion(TASK, _completion("x = 1\n"), limits=LIMITS, backend=backend)
+    assert res.reason == "passed" and res.reward == 2.5
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_is_contained(backend, sentinel, name):
+    attack, statuses = ATTACKS[name]
+    restarts = backend.restarts
+    res = score_completion(TASK, _completion(attack), limits=LIMITS, backend=backend)
+    out = res.result
+    assert out.status in statuses, f"{name}: {out.status} ({out.detail})\n{out.stderr[-600:]}"
+    assert res.reward == 0.0 and res.pass_fraction == 0.0
+    assert CANARY not in out.stdout + out.stderr
+    assert "root:" not in out.stdout  # no /etc/shadow or /etc/passwd content
+    assert out.duration_s < LIMITS.wall_s + 2.0
+    # the host is unharmed
+    assert sentinel.poll() is None, "a host process was killed"
+    assert not os.path.exists(HOST_MARK) and not (REPO / "pwned").exists()
+    assert not os.path.exists("/usr/pwned") and not os.path.exists("/pwned")
+    # and the same executor serves the next program
+    nxt = backend.run("print('next')", "assert 1 + 1 == 2", limits=LIMITS)
+    assert nxt.status == "passed" and nxt.stdout == "next\n", nxt
+    assert backend.restarts == restarts, "the executor had to be restarted"
+
+
+def test_nothing_written_is_visible_to_the_next_program(backend):
+    leave = textwrap.dedent("""
+        import os, subprocess
+        for path in ("/tmp/left-behind", "left-here", "/dev/shm/left-shm"):
+            open(path, "w").write("secret")
+        # a process that outlives the program and would write later
+        subprocess.Popen(["sh", "-c", "sleep 1; echo late > /tmp/late"], start_new_session=True)
+    """)
+    first = backend.run(leave, limits=LIMITS)
+    assert first.status == "passed", first
+    look = textwrap.dedent("""
+        import os, time
+        time.sleep(1.5)
+        found = [p for p in ("/tmp/left-behind", "/dev/shm/left-shm", "/tmp/late") if os.path.exists(p)]
+        for root in ("/tmp", "/dev/shm"):
+            for dirpath, _dirs, files in os.walk(root):
+                found += [os.path.join(dirpath, f) for f in files]
+        procs = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    procs.append(open(f"/proc/{pid}/cmdline", "rb").read())
+                except OSError:
+                    pass
+        assert not found, found
+        assert not any(b"sleep" in c for c in procs), procs
+    """)
+    second = backend.run(look, limits=Limits(wall_s=4, cpu_s=2))
+    assert second.status == "passed", second.stderr
+
+
+def test_sandbox_user_and_signals_are_its_own(backend):
+    probe = textwrap.dedent("""
+        import os, signal
+        assert os.getuid() != 0 and os.geteuid() != 0
+        st = open("/proc/self/status").read()
+        assert "CapEff:\\t0000000000000000" in st and "NoNewPrivs:\\t1" in st
+        assert "Seccomp:\\t2" in st
+        print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+    """)
+    res = backend.run(probe, limits=LIMITS)
+    assert res.status == "passed", res.stderr
+    assert signal.SIGKILL  # (the host's own pids are not visible: checked by kill_* attacks)
