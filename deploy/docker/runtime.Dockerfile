@@ -13,10 +13,12 @@
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
 #       --build-arg DS_ACCELERATOR=cuda .
 #
-# Stages: `assets` (the dashboard's pinned charting library, fetched with npm and checked
-# against its integrity hash) -> `base` (interpreter, bubblewrap for the sandbox jail, the
-# non-root user) -> `builder` (virtual environment with every dependency, data files) ->
-# `runtime` (base + the finished venv and /app; no Node, pip cache or build files).
+# Stages: `base` (interpreter, bubblewrap for the sandbox jail, the non-root user);
+# `assets` (the dashboard's pinned charting library, fetched with npm and checked against
+# its integrity hash); `builder` (base + a virtual environment with every dependency, the
+# project, data files); `runtime` (base + the finished venv and /app; no Node, pip cache
+# or build files). `base` comes first so that `--target base` builds it alone, even with
+# the legacy (non-BuildKit) builder, which builds every stage up to the target.
 # Versions are pinned in pyproject.toml (torch 2.13.0, ray[default] 2.60.0,
 # deepspeed 0.19.8, transformers 5.24.0); TORCH_VERSION must match its torch pin.
 # The project is installed in place at /app (editable), so relative paths in job YAMLs
@@ -24,17 +26,6 @@
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
-
-FROM ${NODE_IMAGE} AS assets
-# orchestrator/dashboard/vendor.py runs `npm pack uplot@<pin>`, verifies the tarball's
-# sha512 and keeps only the built files; it needs a Python to run.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /assets
-COPY orchestrator/dashboard/vendor.py ./
-RUN python3 vendor.py
 
 FROM ${BASE_IMAGE} AS base
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -52,6 +43,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid "${CGRPO_UID}" cgrpo \
     && useradd --uid "${CGRPO_UID}" --gid cgrpo --create-home --shell /bin/bash cgrpo
+
+FROM ${NODE_IMAGE} AS assets
+# orchestrator/dashboard/vendor.py runs `npm pack uplot@<pin>`, verifies the tarball's
+# sha512 and keeps only the built files; it needs a Python to run.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /assets
+COPY orchestrator/dashboard/vendor.py ./
+RUN python3 vendor.py
 
 FROM base AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
