@@ -169,6 +169,21 @@ def test_compose_ports_and_health_checks():
         assert services[name]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
 
+def test_compose_runtime_containers_are_locked_down():
+    """No capabilities and no privilege escalation anywhere; only the sandbox worker lifts
+    the seccomp/AppArmor/masked-/proc defaults its jail needs (tests/test_deploy_docker.py
+    checks those options are exactly what bubblewrap needs)."""
+    services = json.loads(_compose_config(COMPOSE).stdout)["services"]
+    for name, svc in services.items():
+        if name == "redis":
+            continue
+        assert svc.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in svc.get("security_opt", []), name
+        lifted = {o for o in svc.get("security_opt", []) if "unconfined" in o}
+        assert lifted == (set() if name != "ray-sandbox" else
+                          {"seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"}), name
+
+
 def test_compose_builds_the_runtime_image_from_the_repository():
     build = yaml.safe_load(COMPOSE.read_text())["services"]["ray-head"]["build"]
     context = (COMPOSE.parent / build["context"]).resolve()
