@@ -353,19 +353,18 @@ _CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": 
               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, int]) -> None:
+def _confine_child(cfg: dict, disk_mb: int, scratch: str, fds: tuple[int, int, int, int]) -> None:
+    """Everything that does not depend on the request: done before it arrives (pre-fork)."""
     uid, gid = cfg["uid"], cfg["gid"]
-    mb = 1024 * 1024
     if cfg["mode"] == "jail":
         # New mount namespace (the PID namespace came from the parent's unshare): private
         # propagation, then fresh tmpfs scratch, fresh /dev/shm and a /proc that shows only
         # this program's processes.
         _unshare(CLONE_NEWNS)
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        opts = f"size={int(limits['disk_mb'])}m,mode=0700,uid={uid},gid={gid}"
+        opts = f"size={int(disk_mb)}m,mode=0700,uid={uid},gid={gid}"
         _mount("scratch", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts)
-        _mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               f"size={int(limits['disk_mb'])}m,mode=0700,uid={uid},gid={gid}")
+        _mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
         try:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         except OSError:
@@ -376,32 +375,20 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
             if cfg.get("drop", "uid") == "uid":
                 raise
     os.setsid()
-    out_w, err_w, rep_w = fds
+    out_w, err_w, rep_w, ctl_r, done_w = fds
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
     os.dup2(rep_w, 3)
-    os.closerange(4, 65536)
-    # rlimits before the uid drop (RLIMIT_NPROC is checked against the new uid at fork)
-    cpu = max(1, int(-(-limits["cpu_s"] // 1)))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))  # hard limit: SIGKILL, even for a PID 1
-    mem = int(limits["memory_mb"]) * mb
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_procs"]),) * 2)
-    fsize = int(limits["disk_mb"]) * mb
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    os.dup2(ctl_r, 4)
+    os.dup2(done_w, 5)
+    os.closerange(6, 65536)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
-    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
     if cfg.get("drop", "uid") == "uid" and os.geteuid() == 0:
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)  # leaves root: every capability is cleared
-        if os.geteuid() == 0:
-            raise OSError(errno.EPERM, "still root after the uid drop")
     elif cfg.get("drop") == "caps":
         _drop_caps()  # user-namespace jail: only our own uid is mapped; shed the capabilities
     if os.geteuid() == 0 and cfg.get("drop", "uid") == "uid":
@@ -414,9 +401,10 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
     os.environ.clear()
     os.environ.update(_CHILD_ENV)
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGXCPU):
+    for sig in (signal.SIGTERM, signal.SIGXFSZ, signal.SIGXCPU):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python program
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False, encoding="utf-8", errors="backslashreplace")
     sys.stderr = open(2, "w", closefd=False, encoding="utf-8", errors="backslashreplace",
@@ -425,10 +413,52 @@ def _confine_child(cfg: dict, limits: dict, scratch: str, fds: tuple[int, int, i
     os.umask(0o077)
 
 
-def _child_main(cfg, req, scratch, fds) -> None:
+def _apply_limits(limits: dict) -> None:
+    """The request's rlimits. Lowering limits needs no privilege, so this runs after the
+    uid drop and seccomp, right before the program; RLIMIT_NPROC applies to later forks."""
+    mb = 1024 * 1024
+    cpu = max(1, int(-(-limits["cpu_s"] // 1)))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))  # hard limit: SIGKILL, even for a PID 1
+    mem = int(limits["memory_mb"]) * mb
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_procs"]),) * 2)
+    fsize = int(limits["disk_mb"]) * mb
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+
+
+def _read_request(fd: int) -> dict:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    if not chunks:
+        os._exit(0)  # the executor went away (or retired this spare) before a program came
+    return json.loads(b"".join(chunks))
+
+
+def _warm_up() -> None:
+    """While waiting for its program, touch what running one touches (the compiler, exec,
+    json): the copy-on-write page faults of a fresh fork happen now, not on the clock."""
+    g = {"__name__": "__warm__"}
+    exec(compile("def _f(a, b):\n    return a + b\nassert _f(1, 2) == 3\n", "warm.py", "exec"), g)
+    json.loads('{"program": "x = 1", "units": [["test", "assert x"]], "limits": {"cpu_s": 1}}')
+
+
+def _child_main(cfg, disk_mb, scratch, fds) -> None:
+    """A pre-forked child: confine, wait for the program on fd 4, limit, run, report."""
     code = 70
     try:
-        _confine_child(cfg, req["limits"], scratch, fds)
+        _confine_child(cfg, disk_mb, scratch, fds)
+        _warm_up()
+        req = _read_request(4)
+        _apply_limits(req["limits"])
     except BaseException as exc:
         for fd in (fds[2], 3):  # the pipe's own fd until closed, then its copy on fd 3
             try:
@@ -445,6 +475,7 @@ def _child_main(cfg, req, scratch, fds) -> None:
             try:
                 ru = resource.getrusage(resource.RUSAGE_SELF)
                 os.write(3, f"D {code} {ru.ru_utime + ru.ru_stime:.4f}\n".encode())
+                os.write(5, b"!")  # the one wake-up the executor waits for
             except BaseException:
                 pass
         os._exit(code)
@@ -461,6 +492,7 @@ class Executor:
         self.cfg = cfg
         self.n = 0
         self._pending: list[int] = []
+        self._spare: dict | None = None
         self.mode = cfg["mode"]
         self._pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if self.mode == "jail" else None
         try:
@@ -478,12 +510,15 @@ class Executor:
                 __import__(name)
             except ImportError:
                 pass
+        import gc
+
+        gc.collect()
+        gc.freeze()  # children never scan (so never copy-on-write) what is already here
 
     # -- one program ---------------------------------------------------------------------
-    def run(self, req: dict) -> dict:
+    def _prefork(self, disk_mb: int) -> None:
+        """Fork and confine the child that will run the next program, before it arrives."""
         self.n += 1
-        self._reap()
-        limits = req["limits"]
         cfg = self.cfg
         if self.mode == "jail":
             # A uid per program slot (rotating): RLIMIT_NPROC counts per uid, and a finished
@@ -498,8 +533,12 @@ class Executor:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-        sys.stdout.flush()
-        start = time.monotonic()
+        ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
+        try:  # the report is read once, at the end: give it room for thousands of lines
+            fcntl.fcntl(rep_w, fcntl.F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
         if self.mode == "jail":
             _unshare(CLONE_NEWPID)  # the next child is PID 1 of a fresh namespace
         try:
@@ -510,40 +549,90 @@ class Executor:
             raise
         if pid == 0:  # the child never returns from here
             try:
-                os.close(out_r), os.close(err_r), os.close(rep_r)
-                _child_main(child_cfg, req, scratch, (out_w, err_w, rep_w))
+                for fd in (out_r, err_r, rep_r, ctl_w, done_r):
+                    os.close(fd)
+                _child_main(child_cfg, disk_mb, scratch, (out_w, err_w, rep_w, ctl_r, done_w))
             finally:
                 os._exit(72)
         if self.mode == "jail":
             _setns(self._pidns, CLONE_NEWPID)  # our later children: back in our namespace
-        os.close(out_w), os.close(err_w), os.close(rep_w)
-        try:
-            res = self._watch(pid, start, limits, {out_r: "stdout", err_r: "stderr", rep_r: "report"})
-        finally:
-            for fd in (out_r, err_r, rep_r):
+        for fd in (out_w, err_w, rep_w, ctl_r, done_w):
+            os.close(fd)
+        self._spare = {"pid": pid, "disk_mb": disk_mb, "ctl": ctl_w,
+                       "fds": {out_r: "stdout", err_r: "stderr", rep_r: "report", done_r: "done"}}
+
+    def _retire_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare:
+            os.close(spare["ctl"])  # EOF: it exits without running anything
+            self._kill(spare["pid"])
+            for fd in spare["fds"]:
                 os.close(fd)
-            if self.mode == "container":
-                self._sweep()
+            self._pending.append(spare["pid"])
+
+    def run(self, req: dict) -> dict:
+        limits = req["limits"]
+        disk_mb = int(limits["disk_mb"])
+        if self._spare is None or self._spare["disk_mb"] != disk_mb:
+            self._retire_spare()
+            self._prefork(disk_mb)
+        spare, self._spare = self._spare, None
+        payload = json.dumps({"program": req["program"], "units": req.get("units"),
+                              "limits": limits}).encode()
+        start = time.monotonic()
+        try:
+            try:
+                self._feed(spare["ctl"], payload)
+            except OSError:
+                pass  # the child died in set-up: its report says why
+            os.close(spare["ctl"])
+            if self.mode == "jail":
+                # The next program's child is forked and confined while this one runs (it is
+                # in its own PID namespace under another uid, and sees nothing of this one).
+                # Not in a container: the sweep after each program kills every process there.
+                self._prefork(disk_mb)
+            res = self._watch(spare["pid"], start, limits, spare["fds"])
+        finally:
+            for fd in spare["fds"]:
+                os.close(fd)
         res["id"] = req.get("id")
         return res
 
-    def _watch(self, pid: int, start: float, limits: dict, fds: dict) -> dict:
-        """Collect output until the harness says done (``D``), the child dies, or a limit hits.
+    @staticmethod
+    def _feed(fd: int, payload: bytes) -> None:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
 
-        The fast path: ``D`` is the child's last write, after its output is flushed, so the
-        answer is complete once it arrives; the child is then killed and reaped later,
-        and the kernel's namespace teardown (an RCU grace period) overlaps the next program.
+    def after_run(self, disk_mb: int) -> None:
+        """Between programs (after the answer is sent): clean up, then pre-fork the next."""
+        if self.mode == "container":
+            self._sweep()
+        self._reap()
+        if self._spare is None:
+            self._prefork(disk_mb)
+
+    def _watch(self, pid: int, start: float, limits: dict, fds: dict) -> dict:
+        """Collect output until the harness says done, the child dies, or a limit hits.
+
+        The fast path: the child's last act is the ``D`` report line, then one byte on the
+        done pipe, so the answer is complete when that byte arrives; the child is then
+        killed and reaped later, and the kernel's namespace teardown (an RCU grace period)
+        overlaps the next program. The report pipe is not watched (no wake-up per test);
+        it is drained at the end.
         """
         cap = int(limits["output_bytes"])
-        bufs = {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray()}
+        bufs = {"stdout": bytearray(), "stderr": bytearray(), "report": bytearray(),
+                "done": bytearray()}
         seen = 0
         timed_out = output_exceeded = exited = False
         done = None
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
-        for fd in fds:
+        for fd, name in fds.items():
             os.set_blocking(fd, False)
-            poller.register(fd, select.POLLIN)
+            if name != "report":
+                poller.register(fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
         open_fds = set(fds)
         deadline = start + float(limits["wall_s"])
@@ -551,24 +640,21 @@ class Executor:
 
         def read(fd: int) -> bool:
             """Read what is there; False at EOF or when nothing is ready."""
-            nonlocal seen, output_exceeded, done
+            nonlocal seen, output_exceeded
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
                 return False
+            name = fds[fd]
             if not chunk:
-                poller.unregister(fd)
+                if name != "report":
+                    poller.unregister(fd)
                 open_fds.discard(fd)
                 return False
-            name = fds[fd]
             buf = bufs[name]
-            if name == "report":
+            if name in ("report", "done"):
                 if len(buf) < 1 << 20:
                     buf += chunk
-                if done is None and buf.endswith(b"\n"):
-                    last = buf[buf.rfind(b"\n", 0, len(buf) - 1) + 1:]
-                    if last.startswith(b"D "):
-                        done = last.split()
                 return True
             seen += len(chunk)
             room = cap - len(bufs["stdout"]) - len(bufs["stderr"])
@@ -577,6 +663,14 @@ class Executor:
             if seen > cap:
                 output_exceeded = True
             return True
+
+        def finished() -> list | None:
+            rep = [fd for fd, name in fds.items() if name == "report"][0]
+            while rep in open_fds and read(rep):
+                pass
+            buf = bufs["report"]
+            last = buf[buf.rfind(b"\n", 0, len(buf) - 1) + 1:]
+            return last.split() if last.startswith(b"D ") and buf.endswith(b"\n") else None
 
         while True:
             now = time.monotonic()
@@ -587,7 +681,7 @@ class Executor:
                     timed_out = True
                     self._kill(pid)
                     stop_at = now + 0.2
-            if stop_at is not None and (now >= stop_at or not open_fds):
+            if stop_at is not None and (now >= stop_at or open_fds <= {k for k, v in fds.items() if v == "report"}):
                 break
             wait_s = (stop_at if stop_at is not None else deadline) - now
             for fd, _ev in poller.poll(max(0.0, wait_s) * 1000):
@@ -598,11 +692,17 @@ class Executor:
                         self._kill_all()  # whatever it left behind
                     if stop_at is None:
                         stop_at = time.monotonic() + 0.5
+                elif fds[fd] == "done":
+                    read(fd)
+                    if done is None and stop_at is None:
+                        done = finished()
                 else:
                     read(fd)
         for fd in list(open_fds):  # what is already in the pipes belongs to the answer
             while fd in open_fds and read(fd):
                 pass
+        if done is None and not (timed_out or output_exceeded):
+            done = finished()
         self._kill(pid)
         os.close(pidfd)
         cpu = maxrss = 0
@@ -678,19 +778,24 @@ class Executor:
                  "python": sys.version.split()[0], "uid": self.cfg["uid"]}
         out.write(json.dumps(hello) + "\n")
         out.flush()
+        self._prefork(int(self.cfg.get("disk_mb", 64)))
         for line in inp:
             if not line.strip():
                 continue
+            disk_mb = None
             try:
                 req = json.loads(line)
                 if req.get("cmd") == "ping":
                     res = {"id": req.get("id"), "pong": True}
                 else:
+                    disk_mb = int(req["limits"]["disk_mb"])
                     res = self.run(req)
             except Exception as exc:  # an executor fault, reported, never fatal
                 res = {"id": None, "infra_error": f"{type(exc).__name__}: {exc}"}
             out.write(json.dumps(res) + "\n")
             out.flush()
+            if disk_mb is not None:
+                self.after_run(disk_mb)
 
 
 def _wipe(root: str) -> None:
@@ -725,7 +830,7 @@ def main(argv: list[str]) -> None:
     cfg.setdefault("gid", cfg["uid"])
     cfg.setdefault("scratch", "/tmp")
     cfg.setdefault("preimport", PREIMPORT)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a dead child's pipe: EPIPE, not death
     # Started with -I -S: no site-packages, no .pth hooks of the host's installation. The
     # builtins `site` would add that programs do use (exit, quit) are added back here.
     import site

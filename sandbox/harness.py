@@ -16,6 +16,7 @@ make that call fall back to a single unit: the call itself, one test.
 from __future__ import annotations
 
 import ast
+import functools
 
 from sandbox.errors import SandboxError
 
@@ -75,14 +76,24 @@ def _expandable(fn: ast.FunctionDef) -> bool:
     return not visitor.found
 
 
+@functools.lru_cache(maxsize=4096)
+def _split_cached(tests: str) -> tuple[Unit, ...]:
+    return tuple(_split(tests))
+
+
 def split_tests(tests: str | None) -> list[Unit] | None:
-    """Return the units of ``tests`` (None when there are no tests).
+    """Return the units of ``tests`` (None when there are no tests); cached per text, since
+    every completion of a task shares its tests.
 
     Raises :class:`SandboxError` when the tests themselves do not parse: that is a bad
     task or tests file, not something the program under test did.
     """
     if tests is None or not tests.strip():
         return None
+    return list(_split_cached(tests))
+
+
+def _split(tests: str) -> list[Unit]:
     try:
         tree = ast.parse(tests)
     except SyntaxError as exc:
