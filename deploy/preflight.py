@@ -152,36 +152,44 @@ def _probe_class():
                 port = s.getsockname()[1]
             return {"ip": _ray.util.get_node_ip_address(), "port": port, "gpu": uuid}
 
-        def init_group(self, rank: int, world: int, addr: str, port: int, backend: str) -> bool:
+        def init_group(self, rank: int, world: int, addr: str, port: int) -> bool:
+            """The world of all probes, over gloo; NCCL comes per subgroup where it can work."""
             import datetime
 
             import torch.distributed as dist
-            dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank,
+            dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank,
                                     world_size=world, timeout=datetime.timedelta(seconds=120))
             return True
 
-        def all_reduce(self, ranks: list[int]) -> float:
+        def _group(self, ranks: list[int], backend: str):
             import torch
             import torch.distributed as dist
-            group = dist.new_group(ranks)
-            x = torch.ones(1024, device=self.device)
-            if dist.get_rank() in ranks:
+            group = dist.new_group(ranks, backend=backend)  # every rank must call this
+            device = torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu")
+            return group, device, dist.get_rank() in ranks
+
+        def all_reduce(self, ranks: list[int], backend: str) -> float:
+            import torch
+            import torch.distributed as dist
+            group, device, member = self._group(ranks, backend)
+            x = torch.ones(1024, device=device)
+            if member:
                 dist.all_reduce(x, group=group)
             return float(x[0])
 
-        def broadcast(self, ranks: list[int], numel: int) -> tuple[float, float]:
+        def broadcast(self, ranks: list[int], numel: int, backend: str) -> tuple[float, float]:
             """Rank ranks[0] broadcasts `numel` floats to `ranks`; (seconds, checksum)."""
             import torch
             import torch.distributed as dist
-            group = dist.new_group(ranks)
-            x = (torch.arange(numel, dtype=torch.float32, device=self.device) if dist.get_rank() == ranks[0]
-                 else torch.zeros(numel, dtype=torch.float32, device=self.device))
+            group, device, member = self._group(ranks, backend)
+            x = (torch.arange(numel, dtype=torch.float32, device=device) if dist.get_rank() == ranks[0]
+                 else torch.zeros(numel, dtype=torch.float32, device=device))
             seconds = 0.0
-            if dist.get_rank() in ranks:
+            if member:
                 dist.barrier(group=group)
                 start = time.perf_counter()
                 dist.broadcast(x, src=ranks[0], group=group)
-                if self.cuda:
+                if device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
             return seconds, float(x[-1])
@@ -227,33 +235,41 @@ def check_collectives(groups: dict, demands: dict[str, RoleDemand], weights_mb: 
     world = len(actors)
     learner_ranks, push_ranks = list(range(n_learn)), [0] + list(range(n_learn, world))
     places = ray.get([a.where.remote() for a in actors])
-    gpus = [p["gpu"] for p in places]
-    distinct = all(gpus) and len(set(gpus)) == len(gpus)
-    backend = "nccl" if distinct else "gloo"
-    why = ("every rank owns a distinct GPU" if distinct else
-           "no GPUs" if not any(gpus) else "some ranks share a GPU (NCCL needs one GPU per rank)")
+
+    def backend(ranks: list[int]) -> tuple[str, str]:
+        gpus = [places[r]["gpu"] for r in ranks]
+        if all(gpus) and len(set(gpus)) == len(gpus):
+            return "nccl", "every rank owns a distinct GPU"
+        if not any(gpus):
+            return "gloo", "no GPUs"
+        return "gloo", "not every rank owns its own GPU (NCCL needs one GPU per rank)"
+
     numel = max(1, int(weights_mb * 2**20 / 4))
+    import torch
+    last = float(torch.tensor(numel - 1, dtype=torch.float32))  # the last value pushed, as float32
     rows, problems = [], []
     try:
-        ray.get([a.init_group.remote(r, world, places[0]["ip"], places[0]["port"], backend)
+        ray.get([a.init_group.remote(r, world, places[0]["ip"], places[0]["port"])
                  for r, a in enumerate(actors)], timeout=300)
-        sums = ray.get([a.all_reduce.remote(learner_ranks) for a in actors])
+        name, why = backend(learner_ranks)
+        sums = ray.get([a.all_reduce.remote(learner_ranks, name) for a in actors], timeout=300)
         ok = all(s == n_learn for s in sums[:n_learn])
-        rows.append({"check": f"learner all-reduce ({backend}: {why})", "ranks": n_learn, "ok": ok, "detail": ""})
+        rows.append({"check": f"learner all-reduce ({name}: {why})", "ranks": n_learn, "ok": ok, "detail": ""})
         if not ok:
             problems.append(f"learner all-reduce returned {sums[:n_learn]}, expected {n_learn}")
-        results = ray.get([a.broadcast.remote(push_ranks, numel) for a in actors])
+        name, why = backend(push_ranks)
+        results = ray.get([a.broadcast.remote(push_ranks, numel, name) for a in actors], timeout=300)
         got = [results[r] for r in push_ranks]
-        ok = all(checksum == numel - 1 for _, checksum in got)
+        ok = all(checksum == last for _, checksum in got)
         seconds = max(s for s, _ in got)
-        rows.append({"check": f"weight broadcast learner rank 0 -> rollout ({backend})", "ranks": len(push_ranks),
+        rows.append({"check": f"weight broadcast learner rank 0 -> rollout ({name}: {why})", "ranks": len(push_ranks),
                      "ok": ok, "detail": f"{weights_mb:g} MB in {seconds * 1e3:.1f} ms, "
                                          f"{weights_mb / 1024 / max(seconds, 1e-9):.2f} GB/s"})
         if not ok:
             problems.append("weight broadcast delivered wrong values")
         refs = ray.get(actors[0].put_weights.remote(numel))
         reads = ray.get([actors[r].read_weights.remote(refs) for r in push_ranks[1:]])
-        ok = all(checksum == numel - 1 for _, checksum in reads)
+        ok = all(checksum == last for _, checksum in reads)
         seconds = max((s for s, _ in reads), default=0.0)
         rows.append({"check": "weight push through the object store", "ranks": len(reads), "ok": ok,
                      "detail": f"slowest reader {seconds * 1e3:.1f} ms"})
