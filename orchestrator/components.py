@@ -15,7 +15,7 @@ import ray
 import torch
 
 from dllm import load_tokenizer
-from learner.batch import collate
+from learner.batch import RolloutBatch, collate, completion_mask_from_eos
 from learner.group import LearnerGroup
 from learner.grpo import group_advantages
 from orchestrator.config import ConfigError, JobConfig
@@ -24,6 +24,7 @@ from orchestrator.tasks import load_tasks
 from rollout.pool import RolloutPool
 from sandbox import Limits
 from sandbox.pool import SandboxPool
+from sandbox.rewards import RewardConfig
 
 
 def reward_dict(result) -> dict:
@@ -52,19 +53,28 @@ def load_job_tasks(cfg: JobConfig) -> tuple[list, list]:
 
 
 def _tasks(source: str, split: str, cfg: JobConfig) -> list:
-    tasks = load_tasks(source, split=split).tasks
-    if cfg.tasks.max_difficulty and source == "builtin":
-        from orchestrator.tasks.builtin import difficulty
+    """Built-in tasks have train/held-out splits; any other source is used whole."""
+    from orchestrator.tasks.builtin import difficulty
+    if source != "builtin":
+        return load_tasks(source, None)
+    tasks = load_tasks("builtin", split)
+    if cfg.tasks.max_difficulty:
         tasks = [t for t in tasks if (difficulty(t.task_id) or 1) <= cfg.tasks.max_difficulty]
     return tasks
 
 
-def learner_batch(batch, cfg: JobConfig):
-    """Rollouts + rewards → the learner's batch (advantages per completion group)."""
-    g = cfg.rollout.num_generations
+def learner_batch(batch, cfg: JobConfig, pad_token_id: int, eos_token_id: int | None) -> RolloutBatch:
+    """Rollouts + rewards → the learner's batch (advantages within each prompt's group)."""
     rewards = torch.tensor([r["reward"] for r in batch.rewards], dtype=torch.float32)
-    advantages = group_advantages(rewards.view(-1, g), scale_rewards=cfg.grpo.scale_rewards).reshape(-1)
-    return collate(batch.rollouts, advantages, step=batch.step)
+    advantages = group_advantages(rewards, cfg.rollout.num_generations, scale_rewards=cfg.grpo.scale_rewards)
+    rows = []
+    for rollout, advantage in zip(batch.rollouts, advantages):
+        seq = torch.tensor([rollout["prompt_ids"] + rollout["completion_ids"]], dtype=torch.long)
+        plen = len(rollout["prompt_ids"])
+        rows.append(RolloutBatch(sequences=seq, attention_mask=torch.ones_like(seq), prompt_len=plen,
+                                 completion_mask=completion_mask_from_eos(seq, plen, eos_token_id),
+                                 advantages=advantage.view(1), step=batch.step))
+    return collate(rows, pad_token_id=pad_token_id)
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
@@ -74,14 +84,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _grpo_config(cfg: JobConfig) -> dict:
+    """The learner's slice of the job: the grpo section plus the optimiser/engine fields."""
     g, lr = cfg.grpo, cfg.learner
     return {
         "estimator": g.estimator, "num_pairs": g.num_pairs, "t_range": (g.t_low, g.t_high),
         "p_mask_prompt": g.p_mask_prompt, "random_masking": g.random_masking, "beta": g.beta,
         "ref_sync_every": g.ref_sync_every, "epsilon": g.epsilon, "num_iterations": g.num_iterations,
         "scale_rewards": g.scale_rewards, "loss_normalisation": g.loss_normalisation,
+        "num_generations": cfg.rollout.num_generations,
         "lr": lr.lr, "max_grad_norm": lr.max_grad_norm, "weight_decay": lr.weight_decay,
-        "zero_stage": lr.zero_stage, "micro_batch_size": lr.micro_batch_size, "threads": lr.threads,
+        "zero_stage": lr.zero_stage, "gradient_accumulation_steps": lr.gradient_accumulation_steps,
         "total_steps": cfg.run.steps, "seed": cfg.run.seed,
     }
 
@@ -101,6 +113,10 @@ class Parts:
     tokenizer: object
     restarts: dict = field(default_factory=dict)
     _pids: dict = field(default_factory=dict)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def tokenizer_decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
@@ -132,12 +148,12 @@ class Parts:
     def heartbeats(self, state: JobState) -> None:
         """Workers report through their replies; a changed pid means Ray restarted the actor."""
         now = time.time()
-        for worker_id, info in self.rollout.last_info.items():
-            self._beat(state, worker_id, "rollout", info, now)
-        for info in self.sandbox.worker_infos():
-            self._beat(state, info["worker_id"], "sandbox", info, now)
-        for info in self.learner.worker_infos():
-            self._beat(state, info["worker_id"], "learner", info, now)
+        for info in self.rollout.infos():
+            self._beat(state, info["worker_id"], "rollout", info, now)
+        for i, info in enumerate(self.sandbox.info()):
+            self._beat(state, f"sandbox-{i}", "sandbox", info, now)
+        for info in self.learner.workers_info:
+            self._beat(state, f"learner-{info['rank']}", "learner", info, now)
 
     def _beat(self, state: JobState, worker_id: str, role: str, info: dict, now: float) -> None:
         pid = info.get("pid")
@@ -186,11 +202,14 @@ def start(cfg: JobConfig, job_id: str, state: JobState) -> Parts:
                           resources=r.resources, threads=r.threads)
     s = cfg.sandbox
     sandbox = SandboxPool(s.workers, s.backend, Limits(wall_s=s.timeout_s, cpu_s=s.timeout_s, memory_mb=s.memory_mb),
-                          code_weight=s.code_weight, format_weight=s.format_weight, all_pass=s.all_pass,
-                          job_id=job_id)
+                          reward_config=RewardConfig(code_weight=s.code_weight, format_weight=s.format_weight,
+                                                     all_pass=s.all_pass),
+                          num_cpus_per_worker=s.num_cpus)
     learner = make_learner(cfg)
-    state.event(f"started {r.actors} rollout actors, {s.workers} sandbox workers ({sandbox.backend}), "
+    state.event(f"started {r.actors} rollout actors, {s.workers} sandbox workers ({sandbox.backend_name}), "
                 f"{cfg.learner.workers} learner workers (ZeRO-{cfg.learner.zero_stage})")
+    if sandbox.backend_note:
+        state.event(f"sandbox backend: {sandbox.backend_name} ({sandbox.backend_note})")
     return Parts(cfg, rollout, sandbox, learner, load_tokenizer(cfg.model.path))
 
 

@@ -86,6 +86,7 @@ class SandboxSection(_Section):
     code_weight: float = Field(2.0, ge=0, description="reward weight of the fraction of tests passed")
     format_weight: float = Field(0.5, ge=0, description="reward weight of a well-formed code block")
     all_pass: bool = Field(False, description="reward all tests passing only (else the fraction passed)")
+    num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per sandbox worker")
 
 
 class LearnerSection(_Section):
@@ -99,8 +100,7 @@ class LearnerSection(_Section):
     lr: float = Field(1e-6, gt=0, description="peak learning rate (cosine to 10%)")
     max_grad_norm: float = Field(0.2, gt=0, description="gradient clipping norm")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (betas 0.9, 0.99)")
-    micro_batch_size: int | None = Field(None, ge=1, description="per-worker micro-batch (None: whole shard)")
-    threads: int = Field(1, ge=1, description="torch threads per learner worker on CPU")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per worker per optimiser step")
 
 
 class GRPOSection(_Section):

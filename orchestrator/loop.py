@@ -183,7 +183,8 @@ def _loop(cfg, job_id, state, parts, out_dir, resume, on_step) -> dict:
             batch = pending.popleft().result()
             start = time.perf_counter()
             try:
-                learner_metrics = parts.learner.train_step(components.learner_batch(batch, cfg))
+                learner_metrics = parts.learner.train_step(
+                    components.learner_batch(batch, cfg, parts.pad_token_id, parts.tokenizer.eos_token_id))
             except ray.exceptions.RayError as exc:
                 learner_restarts += 1
                 if learner_restarts > cfg.run.max_learner_restarts:

@@ -52,7 +52,6 @@ class RolloutPool:
     actors: list = field(default_factory=list)
     version: int = 0
     _holder: list | None = None
-    last_info: dict = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=itertools.count)
 
     def __post_init__(self):
@@ -119,7 +118,6 @@ class RolloutPool:
                 results[index] = reply["rollouts"]
                 stats.busy_s += reply["busy_s"]
                 stats.tokens += reply["tokens"]
-                self.last_info[reply["info"]["worker_id"]] = reply["info"]
                 free.append(actor)
         stats.wall_s = time.perf_counter() - start
         return [r for i in sorted(results) for r in results[i]], stats
