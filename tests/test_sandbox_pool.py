@@ -31,7 +31,8 @@ SLOW = "    import time\n    time.sleep(0.4)\n    return a + b\n"
 def cluster():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": a fresh cluster of our own, even when another one is running here
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     if started:
         ray.shutdown()
