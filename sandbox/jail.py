@@ -95,6 +95,8 @@ def bwrap_command(uid: int, *, seccomp: bool = True) -> list[str]:
             "--cap-drop", "ALL"]
     for cap in caps:
         cmd += ["--cap-add", cap]
+    if not root:
+        uid = 0  # the only uid mapped in bubblewrap's user namespace (the caller's own)
     cfg = {"mode": "jail", "uid": uid, "gid": uid, "seccomp": seccomp,
            "drop": "uid" if root else "caps"}
     return cmd + [exe, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
