@@ -70,14 +70,19 @@ def _root_binds(prefix: str) -> list[str]:
     return args
 
 
-def bwrap_command(uid: int, *, seccomp: bool = True) -> list[str]:
-    """The full command line that starts a jailed executor."""
+def bwrap_command(uid: int, *, seccomp: bool = True, root: bool | None = None,
+                  python: tuple[str, str] | None = None) -> list[str]:
+    """The full command line that starts a jailed executor.
+
+    ``root`` (default: detected) picks real-root mode or the user-namespace mode;
+    ``python`` is an (executable, prefix) pair to use instead of the running interpreter.
+    """
     bwrap = shutil.which("bwrap")
     if not bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed, so the jail backend cannot run; "
                            "install it with `apt-get install -y bubblewrap` (scripts/setup.sh does)")
-    exe, prefix = interpreter()
-    root = privileged()
+    exe, prefix = python or interpreter()
+    root = privileged() if root is None else root
     cmd = [bwrap]
     caps = list(EXECUTOR_CAPS)
     if not root:

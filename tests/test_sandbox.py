@@ -223,3 +223,35 @@ def test_env_of_host_does_not_reach_programs(jail, monkeypatch):
         res = fresh.run("import os; print(sorted(os.environ))")
     assert res.status == "passed" and "CGRPO_TEST_CANARY" not in res.stdout
     assert os.environ["CGRPO_TEST_CANARY"] == "canary-value-7f3a"
+
+
+def test_jail_works_for_a_non_root_caller():
+    """The user-namespace mode (what runs in deploy/'s non-root sandbox container): started
+    as an unprivileged user, programs get no capabilities, their own /proc, and cannot
+    reach the executor. Uses the system python, which any user can execute."""
+    import shutil
+
+    from sandbox.jail import bwrap_command
+
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not system_python.exists():
+        pytest.skip("needs root (to become another user with setpriv) and /usr/bin/python3")
+
+    class NonRootJail(JailBackend):
+        def _command(self, limits):
+            return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + bwrap_command(
+                0, root=False, python=(str(system_python.resolve()), "/usr"))
+
+    with NonRootJail() as jail:
+        ok = jail.run("def add(a, b):\n    return a + b\n", ADD.test + "\ncheck(add)\n")
+        assert (ok.status, ok.tests_passed, ok.tests_total) == ("passed", 4, 4), ok
+        probe = jail.run("import os\nst = open('/proc/self/status').read()\n"
+                         "print('CapEff:\\t0000000000000000' in st, 'Seccomp:\\t2' in st, os.getpid(),"
+                         " sorted(p for p in os.listdir('/proc') if p.isdigit()))")
+        assert probe.stdout.strip() == "True True 1 ['1']", probe
+        parent = jail.run("import os, signal\nos.kill(os.getppid() or 1, signal.SIGKILL)\n"
+                          "open('/usr/pwned', 'w')")
+        assert parent.status == "error", parent
+        assert "Read-only" in parent.stderr or "denied" in parent.stderr, parent.stderr
+        assert jail.run("print('still serving')").stdout == "still serving\n"
+        assert jail.restarts == 0
