@@ -46,7 +46,18 @@ def _redis(url: str | None = None):
     return client
 
 
+def _use_ray_token_if_present() -> None:
+    """Ray >= 2.5x heads require a token when one exists (``~/.ray/auth_token``, made by
+    ``ray start``); clients only send it in token mode, so turn that on when a token is there."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def _jobs_client(address: str):
+    _use_ray_token_if_present()  # before ray is imported: it caches the auth mode
     from ray.job_submission import JobSubmissionClient
     try:
         return JobSubmissionClient(address)
