@@ -110,6 +110,8 @@ class GRPOSection(_Section):
     t_low: float = Field(0.2, gt=0, lt=1, description="mask ratio t ~ U[t_low, t_high]")
     t_high: float = Field(0.8, gt=0, lt=1)
     p_mask_prompt: float = Field(0.0, ge=0, lt=1, description="probability of masking each prompt token in a pass")
+    d1_passes: int = Field(1, ge=1, description="d1 only: fully masked passes averaged (1 in d1; 3 matches "
+                           "the coupled estimator's cost)")
     random_masking: bool = Field(True, description="fresh mask seed per inner iteration (else 42)")
     beta: float = Field(0.01, ge=0, description="KL weight (k3 estimator)")
     ref_sync_every: int = Field(64, ge=1, description="re-sync the reference model every n steps")

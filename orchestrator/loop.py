@@ -21,6 +21,7 @@ import ray
 from orchestrator import components
 from orchestrator.config import JobConfig
 from orchestrator.state import JobState
+from orchestrator.tasks.evaluate import truncate_completion
 
 
 @dataclass
@@ -71,7 +72,7 @@ def produce_batch(step: int, tasks: list, parts: components.Parts, cfg: JobConfi
                                              sampling=_sampling(cfg), seed=cfg.run.seed * 7919 + step)
     by_id = {t.task_id: t for t in tasks}
     start = time.perf_counter()
-    rewards = parts.sandbox.score([(by_id[r["task_id"]], r["text"]) for r in rollouts])
+    rewards = parts.sandbox.score([(by_id[r["task_id"]], truncate_completion(r["text"])) for r in rollouts])
     return ScoredBatch(step, rollouts, [components.reward_dict(x) for x in rewards], version, stats,
                        time.perf_counter() - start)
 
@@ -85,7 +86,7 @@ def evaluate(parts: components.Parts, cfg: JobConfig, tasks: list, step: int, st
         rollouts, _ = parts.rollout.generate(requests, num_generations=1,
                                              sampling=_sampling(cfg, cfg.run.eval_temperature, steps),
                                              seed=10_000 + step)
-        results = parts.sandbox.score([(by_id[r["task_id"]], r["text"]) for r in rollouts])
+        results = parts.sandbox.score([(by_id[r["task_id"]], truncate_completion(r["text"])) for r in rollouts])
         passed = [bool(components.reward_dict(x)["all_passed"]) for x in results]
         out[mode] = sum(passed) / max(len(passed), 1)
         state.log_eval(step=step, split="heldout", steps_mode=mode, pass_at_1=out[mode], n=len(passed))

@@ -81,7 +81,7 @@ class RolloutWorker:
                 "prompt_ids": prompt_ids[i],
                 "completion_ids": tokens,
                 "completion_len": len(completion) + (1 if len(completion) < len(tokens) and tokens[len(completion)] in eos else 0),
-                "text": self.tokenizer.decode(completion),
+                "text": self.tokenizer.decode(completion, skip_special_tokens=True),
                 "order": order,
                 "arness_local": local_arness(order, 1),
                 "arness_global": global_arness(order, 1),

@@ -1,0 +1,29 @@
+"""The experiment's report writer: table, verdict and plots from one run's results."""
+
+from orchestrator.experiment import ESTIMATOR_SETTINGS, write_report
+
+
+def _model(p1, half, p8):
+    return {"pass1_full": p1, "pass1_half": half, "pass1_T1.2": p1 / 2, "pass8_T1.2": p8,
+            "arness_T0.2": {"local": 0.8, "global": 0.9}, "arness_T1.2": {"local": 0.5, "global": 0.6},
+            "eval_s": 1.0, "train_s": 60.0}
+
+
+def test_report_states_the_verdict_honestly(tmp_path):
+    results = {
+        "settings": {"steps": 3, "seed": 0, "eval_tasks": 8, "machine": "x86_64, 2 cores",
+                     "started": "2026-01-01 00:00:00", "wall_s": 600.0},
+        "models": {"baseline": _model(0.20, 0.10, 0.5), "coupled": _model(0.25, 0.22, 0.6),
+                   "decoupled": _model(0.30, 0.20, 0.6), "d1": _model(0.21, 0.10, 0.5)},
+        "curves": {n: [{"step": s, "reward_mean": 0.1 * s, "pass_rate": 0.05 * s} for s in (1, 2, 3)]
+                   for n in ESTIMATOR_SETTINGS},
+    }
+    out = tmp_path / "results.md"
+    write_report(results, out, "cgrpo experiment --steps 3")
+    text = out.read_text()
+    assert "| coupled | 0.250 | 0.220 | +0.030 |" in text
+    assert "+5.0 points" in text and "not met" in text
+    assert "**decoupled**" in text and "coupled did not win" in text
+    assert "10.0 points before RL, 3.0 after (smaller after RL)" in text
+    for png in ("reward_curves.png", "pass_rates.png", "arness_vs_temperature.png"):
+        assert (tmp_path / "results" / png).stat().st_size > 1000
