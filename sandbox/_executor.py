@@ -385,6 +385,11 @@ def _confine_child(cfg: dict, disk_mb: int, scratch: str, fds: tuple[int, int, i
     os.dup2(done_w, 5)
     os.closerange(6, 65536)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:  # if the jail's memory cgroup runs out, the program dies, not the executor
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
     if cfg.get("drop", "uid") == "uid" and os.geteuid() == 0:
         os.setgroups([])
         os.setresgid(gid, gid, gid)

@@ -22,6 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from sandbox._cgroup import CGroup, remove_stale
 from sandbox._process import EXECUTOR_SOURCE, Backend
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
@@ -107,19 +108,50 @@ def bwrap_command(uid: int, *, seccomp: bool = True, root: bool | None = None,
     return cmd + [exe, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
 
 
+def cgroup_budget(limits: Limits) -> tuple[int, int]:
+    """(memory MB, pids) of a jail's cgroup: one program's memory and both scratch tmpfs,
+    plus the executor and its spare child; the processes of one program, plus those of
+    the previous one that may still be tearing down, plus the executor's own."""
+    return limits.memory_mb + 2 * limits.disk_mb + 256, 2 * limits.max_procs + 16
+
+
 class JailBackend(Backend):
     """Programs run in a bubblewrap jail by a warm executor (see module docstring)."""
 
     name = "jail"
     start_timeout = 20.0
 
-    def __init__(self, uid: int | None = None, seccomp: bool = True):
+    def __init__(self, uid: int | None = None, seccomp: bool = True, cgroup: bool = True):
         super().__init__()
         # A uid of its own per executor: RLIMIT_NPROC counts per uid, so one worker's fork
         # bomb cannot starve another's programs, and no host account owns these files.
         self.uid = uid if uid is not None else random.randint(200_000, 299_999)
         self.seccomp = seccomp
+        self.use_cgroup = cgroup
+        self.cgroup: CGroup | None = None
+        self.cgroup_note = "off"
         bwrap_command(self.uid)  # fail early and clearly when bubblewrap is missing
+        if cgroup:
+            remove_stale()
 
     def _command(self, limits: Limits) -> list[str]:
-        return bwrap_command(self.uid, seccomp=self.seccomp)
+        cmd = bwrap_command(self.uid, seccomp=self.seccomp)
+        if self.use_cgroup and privileged():
+            made = CGroup.create(*cgroup_budget(limits))
+            if isinstance(made, CGroup):
+                self.cgroup, self.cgroup_note = made, made.note
+                return made.wrap(cmd)
+            self.cgroup_note = f"off ({made})"
+        return cmd
+
+    def _needs_restart(self, limits: Limits) -> bool:
+        """The cgroup's budget is set at start: grow it when a program needs more."""
+        s = self._limits_started
+        if self.cgroup is None or s is None:
+            return False
+        return not all(a <= b for a, b in zip(cgroup_budget(limits), cgroup_budget(s)))
+
+    def _cleanup_after_death(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
