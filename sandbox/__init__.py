@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import atexit
 
-from sandbox.backends import close_shared, make_backend, resolve, shared_backend
+from sandbox.backends import close_shared, make_backend, resolve, run_shared
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.result import STATUSES, ExecResult
@@ -29,9 +29,10 @@ def run_program(program: str, tests: str | None = None, *, limits: Limits | None
 
     ``tests`` is Python source run after the program in the same namespace; a HumanEval
     ``check(candidate)`` is split into its asserts so ``tests_passed/tests_total`` counts
-    asserts. The backend's warm executor is kept for the next call in this process.
+    asserts. Warm executors are kept for later calls in this process; concurrent callers
+    (threads) each get their own, up to the CPU count (``CGRPO_SANDBOX_LOCAL_WORKERS``).
     """
-    return shared_backend(backend).run(program, tests, limits=limits or Limits())
+    return run_shared(backend, program, tests, limits or Limits())
 
 
 atexit.register(close_shared)

@@ -3,6 +3,7 @@ sandbox image is present, else the jail), and saying which was chosen and why.""
 
 from __future__ import annotations
 
+import os
 import threading
 
 from sandbox._process import Backend
@@ -40,20 +41,57 @@ def make_backend(name: str = "auto", **kwargs) -> Backend:
     return backend
 
 
-_shared: dict[str, Backend] = {}
+class _Lending:
+    """Warm backends of one kind, lent to callers one at a time: ``run_program`` from N
+    threads uses up to N executors (capped by ``CGRPO_SANDBOX_LOCAL_WORKERS``, default the
+    CPU count), each started on first need and kept warm."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.cap = max(1, int(os.environ.get("CGRPO_SANDBOX_LOCAL_WORKERS") or os.cpu_count() or 1))
+        self.free: list[Backend] = []
+        self.all: list[Backend] = []
+        self.cond = threading.Condition()
+
+    def borrow(self) -> Backend:
+        with self.cond:
+            while not self.free and len(self.all) >= self.cap:
+                self.cond.wait()
+            if self.free:
+                return self.free.pop()
+            backend = make_backend(self.name)  # raises SandboxError when it cannot run
+            self.all.append(backend)
+            return backend
+
+    def give_back(self, backend: Backend) -> None:
+        with self.cond:
+            self.free.append(backend)
+            self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            for backend in self.all:
+                backend.close()
+            self.all, self.free = [], []
+
+
+_shared: dict[str, _Lending] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_backend(name: str = "auto") -> Backend:
-    """The process-wide backend ``run_program`` uses for ``name`` (started on first use)."""
+def run_shared(name: str, program: str, tests: str | None, limits):
+    """Run one program on a warm backend of kind ``name`` lent for the call."""
     with _shared_lock:
-        if name not in _shared:
-            _shared[name] = make_backend(name)
-        return _shared[name]
+        lending = _shared.setdefault(name, _Lending(name))
+    backend = lending.borrow()
+    try:
+        return backend.run(program, tests, limits=limits)
+    finally:
+        lending.give_back(backend)
 
 
 def close_shared() -> None:
     with _shared_lock:
-        for backend in _shared.values():
-            backend.close()
+        for lending in _shared.values():
+            lending.close()
         _shared.clear()
