@@ -353,7 +353,7 @@ _CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": 
               "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _confine_child(cfg: dict, disk_mb: int, scratch: str, fds: tuple[int, int, int, int]) -> None:
+def _confine_child(cfg: dict, disk_mb: int, scratch: str, fds: tuple[int, ...]) -> None:
     """Everything that does not depend on the request: done before it arrives (pre-fork)."""
     uid, gid = cfg["uid"], cfg["gid"]
     if cfg["mode"] == "jail":
@@ -375,14 +375,12 @@ def _confine_child(cfg: dict, disk_mb: int, scratch: str, fds: tuple[int, int, i
             if cfg.get("drop", "uid") == "uid":
                 raise
     os.setsid()
-    out_w, err_w, rep_w, ctl_r, done_w = fds
-    devnull = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.dup2(rep_w, 3)
-    os.dup2(ctl_r, 4)
-    os.dup2(done_w, 5)
+    # stdin /dev/null; 1, 2 output; 3 report; 4 the request; 5 done. The pipes are first
+    # lifted above 64 so that no dup2 below overwrites one still to be copied.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]
+    os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    for target, fd in zip((1, 2, 3, 4, 5), high):
+        os.dup2(fd, target)
     os.closerange(6, 65536)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:  # if the jail's memory cgroup runs out, the program dies, not the executor
