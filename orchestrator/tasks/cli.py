@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -50,7 +49,8 @@ def register(subparsers) -> None:
     ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: --max-new-tokens)")
     ev.add_argument("--half-steps", action="store_true",
                     help="also evaluate with half the steps (twice as fast; shows the pass@k drop)")
-    ev.add_argument("--max-new-tokens", type=int, default=64, help="completion length in tokens (default 64)")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="completion length in tokens (default: the model's pretrain.json value, else 48)")
     ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
     ev.add_argument("--alg", default="entropy", help="unmasking order: entropy, maskgit_plus, topk_margin, origin")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first L tasks")
@@ -143,6 +143,16 @@ def _check_model_dir(path: Path) -> None:
         raise TaskError(f"model folder {path} lacks {', '.join(missing)}; it is not a cgrpo/HF model folder")
 
 
+def _model_completion_length(model_dir: Path, default: int = 48) -> int:
+    """The completion length the model was trained with (``cgrpo pretrain`` records it in
+    pretrain.json): a model that learned to fill N positions with body + EOS does best at N."""
+    try:
+        value = json.loads((model_dir / "pretrain.json").read_text()).get("max_new_tokens")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return int(value) if isinstance(value, int) and value > 0 else default
+
+
 def _eval(args) -> int:
     from orchestrator.tasks import loader  # noqa: PLC0415
     from orchestrator.tasks.evaluate import _check_k, evaluate  # noqa: PLC0415
@@ -150,6 +160,8 @@ def _eval(args) -> int:
     source, split = loader.resolve_split(args.split)
     model_dir = Path(args.model)
     _check_model_dir(model_dir)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = _model_completion_length(model_dir)
     n = args.n or max(args.k)
     _check_k(args.k, n)
     for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
