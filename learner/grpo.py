@@ -62,7 +62,9 @@ class GRPOConfig(BaseModel):
     p_mask_prompt: float = Field(0.0, ge=0.0, lt=1.0,
                                  description="probability of masking each prompt token in coupled/decoupled passes")
     d1_p_mask_prompt: float = Field(0.15, ge=0.0, lt=1.0,
-                                    description="prompt masking probability of the d1 baseline's single pass")
+                                    description="prompt masking probability of the d1 baseline's passes")
+    d1_num_passes: int = Field(1, ge=1, description="fully masked passes d1 averages, each with its own prompt "
+                                                    "mask (1 in d1; more only to compare estimators at equal cost)")
     random_masking: bool = Field(
         True, description="a fresh mask seed per inner iteration (true) or the fixed mask_seed every time (false); "
                           "within one iteration policy, old policy and reference always share the seed")
@@ -133,7 +135,8 @@ class GRPOConfig(BaseModel):
     def estimator_kwargs(self) -> dict:
         """Keyword arguments of the chosen ``dllm.estimators`` function."""
         if self.estimator == "d1":
-            return {"p_mask_prompt": self.d1_p_mask_prompt, "max_batch": self.logp_max_batch}
+            return {"p_mask_prompt": self.d1_p_mask_prompt, "num_passes": self.d1_num_passes,
+                    "max_batch": self.logp_max_batch}
         return {"num_pairs": self.num_pairs, "t_range": tuple(self.t_range),
                 "full_pass_included": self.full_pass_included, "p_mask_prompt": self.p_mask_prompt,
                 "max_batch": self.logp_max_batch}

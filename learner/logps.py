@@ -37,7 +37,8 @@ def _d1_passes(global_size: int, n: int, prompt_len: int, *, p_mask_prompt: floa
 def global_passes(config: GRPOConfig, global_size: int, n: int, prompt_len: int, seed: int, device) -> list[Pass]:
     """The estimator's masked passes for the whole global batch (full pass not included)."""
     if config.estimator == "d1":
-        return _d1_passes(global_size, n, prompt_len, p_mask_prompt=config.d1_p_mask_prompt, seed=seed, device=device)
+        return _d1_passes(global_size, n, prompt_len, p_mask_prompt=config.d1_p_mask_prompt, seed=seed, device=device,
+                          num_passes=config.d1_num_passes)
     build = coupled_passes if config.estimator == "coupled" else decoupled_passes
     return build(global_size, n, prompt_len, num_pairs=config.num_pairs, t_range=tuple(config.t_range),
                  p_mask_prompt=config.p_mask_prompt, seed=seed, device=device)

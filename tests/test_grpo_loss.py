@@ -218,7 +218,7 @@ def test_sharded_estimates_equal_the_dllm_estimator_on_the_whole_batch(tiny_drea
     attn = torch.ones_like(seqs)
     attn[0, :2] = 0  # a left-padded prompt
     batch = RolloutBatch(seqs, attn, 5, torch.ones(6, 10), torch.zeros(6))
-    cfg = GRPOConfig(estimator=estimator, num_pairs=2, p_mask_prompt=0.3)
+    cfg = GRPOConfig(estimator=estimator, num_pairs=2, p_mask_prompt=0.3, d1_num_passes=3)
     with torch.no_grad():
         whole = dllm.estimate_logps(estimator, tiny_dream, seqs, 5, attn, seed=17, **cfg.estimator_kwargs())
         mine = batch_logps(tiny_dream, batch, cfg, seed=17)
