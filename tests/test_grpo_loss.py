@@ -234,3 +234,9 @@ def test_shard_pads_with_empty_rows():
     assert [s.size for s in shards] == [4, 4] and [s.row_offset for s in shards] == [0, 4]
     assert all(s.global_size == 8 for s in shards)
     assert shards[1].completion_mask[1:].sum() == 0 and shards[1].advantages[1:].sum() == 0
+
+
+def test_every_config_field_is_documented(repo_root):
+    doc = (repo_root / "docs" / "learner.md").read_text()
+    missing = [name for name in GRPOConfig.model_fields if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/learner.md lacks {missing}"
