@@ -57,12 +57,13 @@ class ExecutorProcess:
 
     def _read_line(self, deadline: float) -> bytes:
         fd = self.proc.stdout.fileno()
+        poller = select.poll()  # not select(): a busy worker may hold fds above 1024
+        poller.register(fd, select.POLLIN)
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ExecutorDied("no answer before the host deadline")
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
+            if not poller.poll(left * 1000):
                 continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:
