@@ -260,3 +260,25 @@ def test_jail_works_for_a_non_root_caller():
         assert "Read-only" in parent.stderr or "denied" in parent.stderr, parent.stderr
         assert jail.run("print('still serving')").stdout == "still serving\n"
         assert jail.restarts == 0
+
+
+def test_humaneval_canonical_solutions_all_pass(jail):
+    """The per-assert split on real data: every HumanEval canonical solution passes every
+    one of its asserts (data fetched by scripts/fetch_data.py)."""
+    import gzip
+
+    data = Path(os.environ.get("CGRPO_DATA_DIR") or REPO / "data") / "humaneval" / "HumanEval.jsonl.gz"
+    if not data.exists():
+        pytest.skip(f"{data} not fetched (scripts/fetch_data.py)")
+    rows = [json.loads(line) for line in gzip.open(data, "rt")]
+    assert len(rows) == 164
+    lim = Limits(wall_s=10, cpu_s=10)
+    failures, asserts = [], 0
+    for row in rows:
+        task = Task(row["prompt"], row["entry_point"], row["test"])
+        res = score_completion(task, row["canonical_solution"], limits=lim, backend=jail)
+        asserts += res.result.tests_total
+        if res.reward != 2.5:
+            failures.append((row["task_id"], res.reason, res.result.detail))
+    assert not failures, failures[:5]
+    assert asserts > 164 * 5  # split per assert, not one test per task
