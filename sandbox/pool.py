@@ -110,6 +110,9 @@ class SandboxPool:
                                "through `cgrpo submit`) before creating a SandboxPool")
         from sandbox.backends import resolve
 
+        # Resolved here for the job's log; each worker resolves ``auto`` again on its own
+        # node (one node may have a Docker engine, another not): info() shows each.
+        self.requested_backend = backend
         self.backend_name, self.backend_note = resolve(backend)
         self.limits = limits or Limits()
         self.config = reward_config or RewardConfig()
@@ -123,9 +126,13 @@ class SandboxPool:
         self._jobs: dict[str, JobStats] = {}
         self.workers = [self._spawn() for _ in range(num_workers)]
         self._infos = ray.get([w.info.remote() for w in self.workers], timeout=start_timeout_s)
+        used = sorted({i["backend"] for i in self._infos})
+        if used != [self.backend_name]:
+            self.backend_name = "+".join(used)
+            self.backend_note += f" (workers chose: {', '.join(i['backend'] for i in self._infos)})"
 
     def _spawn(self):
-        return self._actor_cls.remote(self.backend_name, self.limits, self.config)
+        return self._actor_cls.remote(self.requested_backend, self.limits, self.config)
 
     def _replace(self, index: int) -> None:
         try:
