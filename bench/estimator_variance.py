@@ -36,11 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dllm  # noqa: E402
-from dllm.masking import elbo_loss  # noqa: E402
-from learner.batch import RolloutBatch, completion_mask_from_eos  # noqa: E402
-from learner.grpo import GRPOConfig, group_advantages, grpo_token_loss  # noqa: E402
-from learner.logps import batch_logps  # noqa: E402
+import dllm
+from dllm.masking import elbo_loss
+from learner.batch import RolloutBatch, completion_mask_from_eos
+from learner.grpo import GRPOConfig, group_advantages, grpo_token_loss
+from learner.logps import batch_logps
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tiny-dllm"
 VOCAB, MASK, EOS, PAD, BOS, SEP = 64, 63, 62, 61, 60, 59

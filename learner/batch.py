@@ -89,7 +89,10 @@ class RolloutBatch:
         extra = (-self.size) % multiple
         if extra == 0:
             return self
-        rep = lambda t: torch.cat([t, t[-1:].expand(extra, *t.shape[1:])], 0)  # noqa: E731
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t[-1:].expand(extra, *t.shape[1:])], 0)
+
         return replace(self, sequences=rep(self.sequences), attention_mask=rep(self.attention_mask),
                        completion_mask=torch.cat([self.completion_mask,
                                                   torch.zeros_like(self.completion_mask[:1]).expand(extra, -1)], 0),

@@ -10,6 +10,7 @@ method is a collective call on all ranks whose answer comes from rank 0.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -171,8 +172,8 @@ class LearnerGroup:
         if actors:
             try:
                 ray.get([a.shutdown.remote() for a in actors], timeout=60)
-            except Exception:  # noqa: BLE001 - the actors are killed next anyway
-                pass
+            except Exception as exc:  # noqa: BLE001 - the actors are killed next anyway
+                logging.getLogger(__name__).warning("learner shutdown: %s", exc)
             for a in actors:
                 ray.kill(a)
         if getattr(self, "_pg", None) is not None:

@@ -99,8 +99,8 @@ class LearnerWorker:
                  rank: int | None = None, world_size: int | None = None):
         self.config = config if isinstance(config, GRPOConfig) else GRPOConfig.from_dict(config)
         self.model_path = Path(model_path)
-        self.rank = int(os.environ.get("RANK", 0) if rank is None else rank)
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1) if world_size is None else world_size)
+        self.rank = int(os.environ.get("RANK", "0") if rank is None else rank)
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1") if world_size is None else world_size)
         os.environ.update(RANK=str(self.rank), WORLD_SIZE=str(self.world_size))
         os.environ.setdefault("LOCAL_RANK", "0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -127,7 +127,7 @@ class LearnerWorker:
         self._seed_everything(self.config.seed)
         model = dllm.load_model(self.model_path)  # fp32; DeepSpeed casts to bf16 and keeps fp32 masters
         cfg = self.config
-        schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(  # noqa: E731
+        schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, total_steps=cfg.total_steps * cfg.num_iterations,
                                      warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio))
         self.engine, self.optimizer, _, self.scheduler = ds.initialize(

@@ -10,8 +10,15 @@ import torch
 
 import dllm
 from dllm.errors import CgrpoError
-from learner import GRPOConfig, LearnerError, RolloutBatch, collate, completion_mask_from_eos, group_advantages
-from learner import grpo_token_loss
+from learner import (
+    GRPOConfig,
+    LearnerError,
+    RolloutBatch,
+    collate,
+    completion_mask_from_eos,
+    group_advantages,
+    grpo_token_loss,
+)
 from learner.grpo import lr_factor
 from learner.logps import batch_logps
 
@@ -78,7 +85,7 @@ def test_zero_advantage_gives_zero_policy_gradient():
     new = _t(NEW).requires_grad_(True)
     loss, _ = grpo_token_loss(new, _t(OLD), None, torch.zeros(2, dtype=torch.float64), _t(MASK), beta=0.0)
     loss.backward()
-    assert float(loss) == 0 and torch.count_nonzero(new.grad) == 0
+    assert float(loss.detach()) == 0 and torch.count_nonzero(new.grad) == 0
 
 
 def test_zero_advantage_gives_zero_gradient_through_the_model(tiny_dream):

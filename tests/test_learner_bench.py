@@ -16,4 +16,4 @@ def test_estimator_variance_bench_prints_the_ratio_last(repo_root):
     assert re.fullmatch(r"coupled_over_decoupled_variance: \d+\.\d\d", lines[-1]), lines[-3:]
     table = "\n".join(lines)
     for name in ("coupled", "decoupled", "d1"):
-        assert re.search(rf"^{name}\s+1\s+3\s", table, re.M), table
+        assert re.search(rf"^{name}\s+1\s+3\s", table, re.MULTILINE), table

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dllm
-from learner import GRPOConfig, LearnerError, RolloutBatch
+from learner import LearnerError, RolloutBatch
 
 VOCAB, MASK, EOS, PAD = 64, 63, 62, 61  # as tests/conftest.py's tiny models
 
@@ -17,17 +17,20 @@ pytestmark = pytest.mark.slow
 
 # Resume test: optimiser steps 1..6 (μ=2); the reference re-syncs at 3 and 6, so the saved
 # reference (synced at 3) differs from both the start model and the policy at the save.
-CFG = dict(lr=1e-3, beta=0.05, num_iterations=2, ref_sync_every=3, total_steps=10, warmup_steps=1,
-           zero_stage=2, seed=7)
+CFG = {"lr": 1e-3, "beta": 0.05, "num_iterations": 2, "ref_sync_every": 3, "total_steps": 10, "warmup_steps": 1,
+       "zero_stage": 2, "seed": 7}
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +72,10 @@ def _batch(seed: int, rows: int = 4) -> RolloutBatch:
 
 def _assert_same_weights(a: dict, b: dict, atol: float) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
+    for k, x in a.items():
+        y = b[k]
+        assert x.shape == y.shape, k
+        assert torch.allclose(x.float(), y.float(), atol=atol, rtol=0), (k, (x - y).abs().max())
 
 
 def _max_change(a: dict, b: dict) -> float:
@@ -131,7 +135,7 @@ def test_zero3_gathers_full_weights_and_exports_hf(ray_cluster, model_dir, singl
     from learner.group import LearnerGroup
 
     start = dllm.load_model(model_dir).checkpoint_state_dict()
-    cfg = dict(CFG, zero_stage=3, gradient_accumulation_steps=2)
+    cfg = {**CFG, "zero_stage": 3, "gradient_accumulation_steps": 2}
     group = LearnerGroup(model_dir, cfg, num_workers=2, placement_strategy="SPREAD")
     try:
         w0 = group.get_weights(0)
