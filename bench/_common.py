@@ -30,3 +30,11 @@ def best_of(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def ordinary_token_ids(model, count: int, generator: torch.Generator) -> list[int]:
+    """Random token ids that are none of the model's special ids ([MASK], EOS, pad)."""
+    special = {model.mask_token_id, model.eos_token_id, model.pad_token_id} - {None}
+    ids = torch.randint(0, model.vocab_size, (count,), generator=generator).tolist()
+    ordinary = next(i for i in range(model.vocab_size) if i not in special)
+    return [i if i not in special else ordinary for i in ids]

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
 import dllm  # noqa: E402
-from bench._common import best_of, bench_model  # noqa: E402
+from bench._common import best_of, bench_model, ordinary_token_ids  # noqa: E402
 from dllm.sampler import tokens_per_step  # noqa: E402
 
 
@@ -59,8 +59,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model, what = bench_model()
     gen = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, model.mask_token_id - 3, (int(n),), generator=gen).tolist()
-               for n in torch.randint(12, 24, (args.batch,), generator=gen)]
+    prompts = [ordinary_token_ids(model, int(n), gen) for n in torch.randint(12, 24, (args.batch,), generator=gen)]
     tokens = args.batch * args.new_tokens
 
     def ours():
