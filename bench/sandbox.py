@@ -27,9 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox import Limits  # noqa: E402
-from sandbox import container  # noqa: E402
-from sandbox.jail import JailBackend, interpreter  # noqa: E402
+from sandbox import Limits, container
+from sandbox.jail import JailBackend, interpreter
 
 PROGRAM = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\n"

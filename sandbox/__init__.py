@@ -19,8 +19,15 @@ from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.result import STATUSES, ExecResult
 
-__all__ = ["ExecResult", "Limits", "STATUSES", "SandboxError", "make_backend", "resolve",
-           "run_program"]
+__all__ = [
+    "STATUSES",
+    "ExecResult",
+    "Limits",
+    "SandboxError",
+    "make_backend",
+    "resolve",
+    "run_program",
+]
 
 
 def run_program(program: str, tests: str | None = None, *, limits: Limits | None = None,

@@ -33,7 +33,7 @@ class CGroup:
         self.note = note
 
     @classmethod
-    def create(cls, memory_mb: int, pids: int) -> "CGroup | str":
+    def create(cls, memory_mb: int, pids: int) -> CGroup | str:
         """A new cgroup with these limits, or the reason there is none."""
         if os.geteuid() != 0:
             return "not root"

@@ -222,9 +222,12 @@ def _setns(fd: int, nstype: int) -> None:
     _check(_c().setns(fd, nstype), "setns")
 
 
+def _enc(s: str | None) -> bytes | None:
+    return s.encode() if isinstance(s, str) else s
+
+
 def _mount(src, target, fstype, flags, data=None) -> None:
-    enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
-    _check(_c().mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+    _check(_c().mount(_enc(src), _enc(target), _enc(fstype), flags, _enc(data)), f"mount {target}")
 
 
 def _prctl(option: int, arg2: int = 0, arg3=None) -> None:

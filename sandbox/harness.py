@@ -41,22 +41,22 @@ class _FunctionOnly(ast.NodeVisitor):
     def __init__(self) -> None:
         self.found = False
 
-    def visit_Return(self, node):  # noqa: N802
+    def visit_Return(self, node):
         self.found = True
 
-    def visit_Yield(self, node):  # noqa: N802
+    def visit_Yield(self, node):
         self.found = True
 
-    def visit_YieldFrom(self, node):  # noqa: N802
+    def visit_YieldFrom(self, node):
         self.found = True
 
-    def visit_Await(self, node):  # noqa: N802
+    def visit_Await(self, node):
         self.found = True
 
-    def visit_Nonlocal(self, node):  # noqa: N802
+    def visit_Nonlocal(self, node):
         self.found = True
 
-    def visit_FunctionDef(self, node):  # noqa: N802
+    def visit_FunctionDef(self, node):
         pass  # a nested def may return: that is fine
 
     visit_AsyncFunctionDef = visit_FunctionDef

@@ -42,7 +42,7 @@ class Limits:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "Limits":
+    def from_dict(cls, data: dict | None) -> Limits:
         if not data:
             return cls()
         known = {f.name for f in fields(cls)}

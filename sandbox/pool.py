@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError  # noqa: F401
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits

@@ -14,11 +14,10 @@ import time
 from collections import namedtuple
 
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from sandbox import Limits  # noqa: E402
-from sandbox.pool import SandboxPool  # noqa: E402
+from sandbox import Limits
+from sandbox.pool import SandboxPool
 
 Task = namedtuple("Task", "prompt entry_point test")
 ADD = Task('def add(a, b):\n    """a + b"""\n', "add",
