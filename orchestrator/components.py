@@ -7,6 +7,8 @@ operations that span two of them (weight push, checkpoint, learner restart, hear
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,8 +197,12 @@ def apply_command(command: dict, parts: Parts, state: JobState) -> bool:
 def start(cfg: JobConfig, job_id: str, state: JobState) -> Parts:
     """Create every part on the connected Ray cluster; rollout and sandbox sizes are independent."""
     if not ray.is_initialized():
-        ray.init(address="auto" if _cluster_running() else None, include_dashboard=False,
-                 log_to_driver=False)
+        if _cluster_running():
+            ray.init(address="auto", log_to_driver=False)
+        else:  # a local cluster: logical CPUs for every actor the job asks for
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(_needs(cfg)["CPU"])), include_dashboard=False,
+                     log_to_driver=False)
+    _check_capacity(cfg)
     r = cfg.rollout
     rollout = RolloutPool(cfg.model.path, r.actors, num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                           resources=r.resources, threads=r.threads)
@@ -214,5 +220,27 @@ def start(cfg: JobConfig, job_id: str, state: JobState) -> Parts:
 
 
 def _cluster_running() -> bool:
-    import os
     return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def _needs(cfg: JobConfig) -> dict[str, float]:
+    """Ray resources the job's actors reserve, all together."""
+    r, s, lr = cfg.rollout, cfg.sandbox, cfg.learner
+    needs = {"CPU": r.actors * r.num_cpus + s.workers * s.num_cpus + lr.workers * lr.num_cpus,
+             "GPU": r.actors * r.num_gpus + lr.workers * lr.num_gpus}
+    for count, extra in ((r.actors, r.resources), (lr.workers, lr.resources)):
+        for name, amount in extra.items():
+            needs[name] = needs.get(name, 0) + count * amount
+    return {k: v for k, v in needs.items() if v}
+
+
+def _check_capacity(cfg: JobConfig) -> None:
+    """Refuse at once, naming the resource, a job the cluster cannot hold (instead of
+    actors waiting forever to be scheduled)."""
+    have = ray.cluster_resources()
+    for name, amount in _needs(cfg).items():
+        if have.get(name, 0) + 1e-9 < amount:
+            raise ConfigError(
+                f"the job needs {amount:g} {name} in all (rollout.actors, sandbox.workers, learner.workers and "
+                f"their num_cpus/num_gpus/resources) but the Ray cluster has {have.get(name, 0):g}; "
+                "shrink the job or add nodes")

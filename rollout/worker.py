@@ -75,6 +75,7 @@ class RolloutWorker:
             req = requests[i // num_generations]
             order = gen.order[i].tolist()
             tokens = gen.sequences[i, gen.prompt_len:].tolist()
+            answer = max(len(completion), 1)  # AR-ness of the answer, not of the EOS padding after it
             out.append({
                 "task_id": req["task_id"],
                 "group": req.get("group", i // num_generations),
@@ -83,8 +84,8 @@ class RolloutWorker:
                 "completion_len": len(completion) + (1 if len(completion) < len(tokens) and tokens[len(completion)] in eos else 0),
                 "text": self.tokenizer.decode(completion, skip_special_tokens=True),
                 "order": order,
-                "arness_local": local_arness(order, 1),
-                "arness_global": global_arness(order, 1),
+                "arness_local": local_arness(order[:answer], 1),
+                "arness_global": global_arness(order[:answer], 1),
                 "version": self.version,
                 "worker_id": self.worker_id,
             })
