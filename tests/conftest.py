@@ -30,3 +30,31 @@ def tiny_llada():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def make_tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    """A complete tiny model folder (byte-level BPE tokenizer + random Dream weights)."""
+    import dllm
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|pad|>", "<|mask|>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = ["def add(a, b):\n    return a + b\n", "def f(x):\n    return x * 2\n"] * 20
+    tok.train_from_iterator(text, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   mask_token="<|mask|>")
+    ids = {s: tok.token_to_id(s) for s in specials}
+    config = dllm.dream_config(tok.get_vocab_size(), ids["<|mask|>"], ids["<|endoftext|>"], ids["<|pad|>"],
+                               hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
+    dllm.save_model(dllm.init_model(config, seed=seed), path, tokenizer=fast)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
