@@ -302,9 +302,6 @@ def test_sandbox_worker_options_are_what_bubblewrap_needs(base_image):
 
 @pytest.mark.docker
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=False, reason="cgrpo's jail backend fails for any non-root user (also on a host): "
-                   "its executor mounts the scratch tmpfs with uid=<sandbox uid>, which is not mapped in "
-                   "the user namespace bubblewrap makes for a non-root caller (EINVAL). Sandbox issue.")
 def test_cgrpo_jail_backend_runs_in_the_sandbox_worker_container(base_image):
     """The real jail backend (the repository's sandbox/ and dllm/, read-only) inside the
     image's base stage, as the non-root user, with the sandbox worker's options."""
