@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 import dllm
 from learner.errors import LearnerError
-from learner.pretrain import MASK_TOKEN, source_chunks, stdlib_files
+from learner.pretrain import MASK_TOKEN, source_chunks, stdlib_files, torch_threads
 
 SUPPORTED = ("qwen2", "llama")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -62,12 +62,15 @@ class AdaptConfig:
     dtype: str = "float32"
     source_dir: str | None = None  # Python source to train on; default: the standard library
     stdlib_bytes: int = 1_000_000
+    eval_chunks: int = 8  # held-out chunks for the before/after ELBO
 
     def check(self) -> None:
         if self.steps < 0:
             raise LearnerError(f"--steps must be >= 0 (got {self.steps})")
         if self.batch_size <= 0 or self.seq_len < 8:
             raise LearnerError("--batch-size must be > 0 and --seq-len >= 8")
+        if self.eval_chunks <= 0:
+            raise LearnerError(f"--eval-chunks must be > 0 (got {self.eval_chunks})")
         if self.dtype not in DTYPES:
             raise LearnerError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
 
@@ -345,7 +348,11 @@ def adapt(config: AdaptConfig, log=print) -> dict:
     """Convert ``config.source`` to a Dream-layout dLLM in ``config.out``, check that the
     shift is kept, optionally train, and save; returns the summary written to adapt.json."""
     config.check()
-    torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
+        return _adapt(config, log)
+
+
+def _adapt(config: AdaptConfig, log) -> dict:
     torch.manual_seed(config.seed)
     started = time.time()
     dtype = DTYPES[config.dtype]
@@ -362,7 +369,7 @@ def adapt(config: AdaptConfig, log=print) -> dict:
         f"shift check max error {shift:.1e}; top-1 agreement at the first of 16 masks {agreement:.2f}")
     del ar_model
     dlm = dlm.to(config.device)
-    train_chunks, heldout = diffusion_chunks(tokenizer, config, dlm.eos_token_id)
+    train_chunks, heldout = diffusion_chunks(tokenizer, config, dlm.eos_token_id, config.eval_chunks)
     before = heldout_elbo(dlm, heldout)
     log(f"training data: {train_chunks.shape[0]} chunks of {config.seq_len} tokens; held-out ELBO {before:.3f}")
     losses = train_diffusion(dlm, train_chunks, config) if config.steps else []

@@ -111,6 +111,8 @@ def _register_adapt(subparsers) -> None:
     p.add_argument("--source-dir", default=d["source_dir"],
                    help="folder whose *.py files are the training text (default: the interpreter's standard library)")
     p.add_argument("--stdlib-bytes", type=int, default=d["stdlib_bytes"], help="cap on training source")
+    p.add_argument("--eval-chunks", type=int, default=d["eval_chunks"],
+                   help="held-out source chunks for the ELBO reported before and after training")
     p.set_defaults(func=_adapt)
 
 

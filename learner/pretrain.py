@@ -30,6 +30,7 @@ import math
 import random
 import sysconfig
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -306,15 +307,31 @@ def _completion_len(rng: random.Random, batch: list[Example], max_new_tokens: in
     return rng.randint(min(low, max_new_tokens), max_new_tokens)
 
 
+@contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch CPU threads, then restore the caller's setting (the library
+    functions must not change a process-wide knob behind the caller's back)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pretrain(config: PretrainConfig, log=print) -> dict:
     """Run the whole recipe and write ``config.out`` (a Dream-layout model folder); returns
     a summary (also written to ``pretrain.json`` in the folder)."""
+    config.check()
+    with torch_threads(config.threads):
+        return _pretrain(config, log)
+
+
+def _pretrain(config: PretrainConfig, log) -> dict:
     from tqdm import tqdm
 
     from orchestrator.tasks.builtin import builtin_tasks
 
-    config.check()
-    torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     started = time.time()
