@@ -116,7 +116,8 @@ def cmd_submit(args) -> int:
     client = _redis(cfg.redis.url)
     job_id = args.job_id or new_job_id(cfg.name)
     frozen = _driver_log(cfg, job_id).parent / "job.yaml"
-    shutil.copyfile(args.job, frozen)
+    if Path(args.job).resolve() != frozen.resolve():
+        shutil.copyfile(args.job, frozen)  # the job runs what was submitted, even if the file changes
     jobs = _jobs_client(args.address)
     st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
                                        ray_job_id=job_id, ray_dashboard_url=args.address,
@@ -150,7 +151,7 @@ def cmd_status(args) -> int:
         raise JobError(f"no job {args.job!r} in Redis ({st.redis_url(args.redis)}); `cgrpo list` shows the jobs")
     from rich.table import Table
     table = Table(title=f"job {args.job}", show_header=False)
-    for key in ("name", "status", "step", "total_steps", "weight_version", "error", "export_path"):
+    for key in ("name", "status", "step", "total_steps", "weight_version", "error", "export_path", "log_path"):
         if job.get(key) not in (None, ""):
             table.add_row(key, str(job[key]))
     table.add_row("ray job", _ray_status(args.address, args.job))
@@ -343,7 +344,7 @@ def _print_summary(client, job_id: str, dash_url: str, ray_url: str) -> None:
     console.print(table)
     if job.get("error"):
         console.print(f"[red]error:[/red] {job['error']}")
-    console.print(f"dashboard: {dash_url}/#/jobs/{job_id}\nRay dashboard: {ray_url}\n"
+    console.print(f"dashboard: {dash_url}/jobs/{job_id}\nRay dashboard: {ray_url}\n"
                   f"logs: cgrpo logs {job_id}\nexported model: {job.get('export_path', '-')}")
 
 

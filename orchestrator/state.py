@@ -575,6 +575,7 @@ def _parse_job(job_id: str, raw: Mapping[str, str]) -> dict:
         "ray_job_id": _str(raw.get("ray_job_id")),
         "ray_dashboard_url": url,
         "log_path": _str(raw.get("log_path")),
+        "export_path": _str(raw.get("export_path")),
         "error": _str(raw.get("error")),
         "missing_record": not raw,
     }
