@@ -200,8 +200,8 @@ def start(cfg: JobConfig, job_id: str, state: JobState) -> Parts:
         if _cluster_running():
             ray.init(address="auto", log_to_driver=False)
         else:  # a local cluster: logical CPUs for every actor the job asks for
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(_needs(cfg)["CPU"])), include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(_needs(cfg)["CPU"])),
+                     include_dashboard=False, log_to_driver=False)
     _check_capacity(cfg)
     r = cfg.rollout
     rollout = RolloutPool(cfg.model.path, r.actors, num_cpus=r.num_cpus, num_gpus=r.num_gpus,

@@ -84,7 +84,7 @@ def run_experiment(args) -> dict:
     print("evaluating the untrained baseline ...", flush=True)
     results["models"]["baseline"] = evaluate_model(base.model.path, heldout, base, args.seed)
     print(json.dumps(results["models"]["baseline"]), flush=True)
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
         client = st.connect(base.redis.url)
         for name in args.estimators:
