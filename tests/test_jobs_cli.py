@@ -25,12 +25,16 @@ def cgrpo(*args, timeout=300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def ray_head():
+    # A head of its own (own ports, own temp dir), stopped by killing exactly its processes:
+    # `ray stop` would also end every other Ray cluster on the machine.
+    temp_dir = f"/tmp/cgrpo-rt-{os.getpid()}"
     ray_bin = Path(sys.executable).parent / "ray"
     subprocess.run([str(ray_bin), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASH_PORT}",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=8", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=180)
+                    "--dashboard-host=127.0.0.1", "--num-cpus=8", "--disable-usage-stats",
+                    f"--temp-dir={temp_dir}"], check=True, capture_output=True, timeout=180)
     yield
-    subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120)
+    subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True, timeout=60)
+    subprocess.run(["pkill", "-9", "-f", f"--gcs-address=127.0.0.1:{GCS_PORT}"], capture_output=True, timeout=60)
 
 
 def _job_yaml(tmp_path, model_dir, steps: int) -> Path:
