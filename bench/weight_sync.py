@@ -47,7 +47,7 @@ def main() -> None:
     folder = model_folder(args.hidden, args.layers)
     state = {k: v.detach().numpy().copy() for k, v in dllm.load_model(folder).checkpoint_state_dict().items()}
     nbytes = sum(a.nbytes for a in state.values())
-    ray.init(num_cpus=args.actors + 1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.actors + 1, include_dashboard=False, log_to_driver=False)
     try:
         pool = RolloutPool(str(folder), args.actors, num_cpus=1)
         pool.infos()  # actors up

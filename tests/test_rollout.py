@@ -19,7 +19,7 @@ REQUESTS = [{"task_id": f"t{i}", "prompt": "def add(a, b):\n"} for i in range(4)
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

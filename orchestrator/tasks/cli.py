@@ -201,7 +201,7 @@ def _ray_pool(args):
     from sandbox.pool import SandboxPool  # noqa: PLC0415
 
     if not ray.is_initialized():
-        ray.init(num_cpus=max(args.ray_sandbox, 1), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=max(args.ray_sandbox, 1), include_dashboard=False, log_to_driver=False)
     return SandboxPool(args.ray_sandbox, args.backend, Limits())
 
 
