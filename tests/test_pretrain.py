@@ -100,3 +100,10 @@ def test_cli_pretrain_and_its_errors(tmp_path, capsys):
     assert "--hidden-size must divide by --heads" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a budget is required
         cli_main(["pretrain", "--out", str(out)])
+
+
+def test_pretrain_with_a_time_budget(tmp_path):
+    summary = pretrain(_tiny(tmp_path / "timed", steps=None, minutes=0.05, eval_every=0, val_size=0),
+                       log=lambda m: None)
+    assert summary["steps"] > 0 and summary["train_seconds"] < 3 + 60  # 3 s budget, plus one step's overshoot
+    assert dllm.load_model(tmp_path / "timed").vocab_size == 400
