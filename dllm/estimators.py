@@ -138,33 +138,33 @@ def combine(reads: torch.Tensor, passes: list[Pass], num_pairs: int, with_full: 
     return (reads[0] + masked_part) / 2 if with_full else masked_part / 2
 
 
-def _estimate(model, sequences, prompt_len, attention_mask, passes, num_pairs, full, max_batch):
+def _masked_estimate(make_passes, model, sequences, prompt_len, attention_mask, num_pairs, t_range,
+                     full_pass_included, p_mask_prompt, seed, max_batch) -> torch.Tensor:
+    """Run ``make_passes``' passes (plus the full pass) and :func:`combine` their reads."""
     batch, length = sequences.shape
-    all_passes = ([full_pass(batch, length - prompt_len, prompt_len, sequences.device)] if full else []) + passes
+    n = length - prompt_len
+    prompt_attn = None if attention_mask is None else attention_mask[:, :prompt_len]
+    passes = make_passes(batch, n, prompt_len, num_pairs=num_pairs, t_range=t_range, p_mask_prompt=p_mask_prompt,
+                         seed=seed, device=sequences.device, prompt_attn=prompt_attn)
+    all_passes = ([full_pass(batch, n, prompt_len, sequences.device)] if full_pass_included else []) + passes
     reads = pass_logps(model, sequences, prompt_len, all_passes, attention_mask, max_batch)
-    return combine(reads, passes, num_pairs, full)
+    return combine(reads, passes, num_pairs, full_pass_included)
 
 
 def coupled_logps(model, sequences: torch.Tensor, prompt_len: int, attention_mask: torch.Tensor | None = None, *,
                   num_pairs: int = 1, t_range: tuple[float, float] = (0.2, 0.8), full_pass_included: bool = True,
                   p_mask_prompt: float = 0.0, seed: int = 42, max_batch: int | None = None) -> torch.Tensor:
     """Coupled estimate ``[B, N]`` of ``log p(o_k | c)`` for completion positions ``prompt_len:``."""
-    batch, length = sequences.shape
-    prompt_attn = None if attention_mask is None else attention_mask[:, :prompt_len]
-    passes = coupled_passes(batch, length - prompt_len, prompt_len, num_pairs=num_pairs, t_range=t_range,
-                            p_mask_prompt=p_mask_prompt, seed=seed, device=sequences.device, prompt_attn=prompt_attn)
-    return _estimate(model, sequences, prompt_len, attention_mask, passes, num_pairs, full_pass_included, max_batch)
+    return _masked_estimate(coupled_passes, model, sequences, prompt_len, attention_mask, num_pairs, t_range,
+                            full_pass_included, p_mask_prompt, seed, max_batch)
 
 
 def decoupled_logps(model, sequences: torch.Tensor, prompt_len: int, attention_mask: torch.Tensor | None = None, *,
                     num_pairs: int = 1, t_range: tuple[float, float] = (0.2, 0.8), full_pass_included: bool = True,
                     p_mask_prompt: float = 0.0, seed: int = 42, max_batch: int | None = None) -> torch.Tensor:
     """Decoupled estimate ``[B, N]``: the coupled formula over ``2λ`` independent masks."""
-    batch, length = sequences.shape
-    prompt_attn = None if attention_mask is None else attention_mask[:, :prompt_len]
-    passes = decoupled_passes(batch, length - prompt_len, prompt_len, num_pairs=num_pairs, t_range=t_range,
-                              p_mask_prompt=p_mask_prompt, seed=seed, device=sequences.device, prompt_attn=prompt_attn)
-    return _estimate(model, sequences, prompt_len, attention_mask, passes, num_pairs, full_pass_included, max_batch)
+    return _masked_estimate(decoupled_passes, model, sequences, prompt_len, attention_mask, num_pairs, t_range,
+                            full_pass_included, p_mask_prompt, seed, max_batch)
 
 
 def d1_logps(model, sequences: torch.Tensor, prompt_len: int, attention_mask: torch.Tensor | None = None, *,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,45 +13,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from orchestrator import state
 from orchestrator.dashboard.app import config_summary
 from orchestrator.dashboard.server import DashboardServer
+from tests.conftest import free_port
 
 TOKEN = "tok-123"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: scripts/setup.sh installs it"
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.kill()
-    proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def api(redis_url):
-    server = DashboardServer(port=_free_port(), redis_url=redis_url, token=TOKEN, poll_s=0.2).start()
+    server = DashboardServer(port=free_port(), redis_url=redis_url, token=TOKEN, poll_s=0.2).start()
     with httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
     server.stop()
@@ -142,14 +114,14 @@ def test_control_refuses_finished_jobs_and_tokenless_servers(api, redis_url, mon
     assert api.post("/api/jobs/done/stop", headers=auth).status_code == 409
 
     monkeypatch.delenv("CGRPO_DASHBOARD_TOKEN", raising=False)
-    bare = DashboardServer(port=_free_port(), redis_url=redis_url).start()
+    bare = DashboardServer(port=free_port(), redis_url=redis_url).start()
     try:
         res = httpx.post(f"{bare.url}/api/jobs/good/stop", headers=auth)
         assert res.status_code == 401 and "--token" in res.json()["detail"]
     finally:
         bare.stop()
     monkeypatch.setenv("CGRPO_DASHBOARD_TOKEN", "from-env")
-    env = DashboardServer(port=_free_port(), redis_url=redis_url).start()
+    env = DashboardServer(port=free_port(), redis_url=redis_url).start()
     try:
         ok = httpx.post(f"{env.url}/api/jobs/good/stop", headers={"Authorization": "Bearer from-env"})
         assert ok.status_code == 200
@@ -197,8 +169,8 @@ def test_garbage_in_redis_never_gives_500(api, redis_url):
 
 
 def test_redis_down_gives_503_with_a_message():
-    dead = f"redis://127.0.0.1:{_free_port()}/0"
-    server = DashboardServer(port=_free_port(), redis_url=dead).start()
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    server = DashboardServer(port=free_port(), redis_url=dead).start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as c:
             assert c.get("/").status_code == 200
@@ -250,7 +222,7 @@ def test_config_summary():
 def test_cli_serves_and_reports_user_errors(redis_url, good_job, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("CGRPO_DASHBOARD_TOKEN", None)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "dashboard", "--port", str(port),
                              "--redis", redis_url, "--token", "cli-token"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -274,7 +246,7 @@ def test_cli_serves_and_reports_user_errors(redis_url, good_job, capsys):
         assert main(["dashboard", "--port", str(port), "--redis", redis_url]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: port {port}") and "--port" in err
-        assert main(["dashboard", "--port", str(_free_port()), "--redis", "http://x"]) == 2
+        assert main(["dashboard", "--port", str(free_port()), "--redis", "http://x"]) == 2
         assert "--redis" in capsys.readouterr().err
         assert main(["dashboard", "--port", "70000"]) == 2
         assert "1-65535" in capsys.readouterr().err

@@ -10,18 +10,14 @@ import math
 import os
 import random
 import re
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import redis
 
 from orchestrator import state
 from orchestrator.dashboard import vendor
 from orchestrator.dashboard.server import DashboardServer
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,32 +31,6 @@ BODY = '''    counts = {}
     best = max(counts, key=counts.get)
     return best, counts[best]
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: scripts/setup.sh installs it"
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.kill()
-    proc.wait(10)
 
 
 def _rollout_sample(seed: int = 0) -> dict:
@@ -128,7 +98,7 @@ def _metrics(step: int) -> dict:
 @pytest.fixture(scope="module")
 def app_url(redis_url):
     assert vendor.is_installed(), "uPlot is not vendored: scripts/setup.sh runs the vendoring step"
-    server = DashboardServer(port=_free_port(), redis_url=redis_url, token="s3cret",
+    server = DashboardServer(port=free_port(), redis_url=redis_url, token="s3cret",
                              poll_s=0.3).start()
     yield server.url
     server.stop()
