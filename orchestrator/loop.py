@@ -20,7 +20,7 @@ import ray
 
 from orchestrator import components
 from orchestrator.config import JobConfig
-from orchestrator.state import JobState
+from orchestrator.state import JobState, connect, read_job
 from orchestrator.tasks.evaluate import truncate_completion
 
 
@@ -135,6 +135,8 @@ def run_job(cfg: JobConfig, job_id: str, *, resume: bool = False,
             on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Run a whole job on the connected Ray cluster; returns the final summary."""
     state = JobState(job_id, cfg.redis.url)
+    if read_job(connect(cfg.redis.url), job_id) is None:  # run directly, not through `cgrpo submit`
+        state.create(name=cfg.name, config=cfg.model_dump(mode="json"), total_steps=cfg.run.steps)
     out_dir = cfg.run_dir(job_id)
     parts = components.start(cfg, job_id, state)
     try:

@@ -52,6 +52,7 @@ def test_three_steps_push_weights_and_log_to_redis(cluster, redis_client, tiny_m
     assert summary["final_step"] == 3
     job = st.read_job(redis_client, job_id)
     assert job["status"] == "succeeded" and job["step"] == 3
+    assert job_id in [j["id"] for j in st.list_jobs(redis_client)]  # listed on the dashboard
     metrics = st.read_metrics(redis_client, job_id).items
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert [m["weight_version"] for m in metrics] == [1, 2, 3]
