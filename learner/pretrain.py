@@ -31,7 +31,7 @@ import random
 import sysconfig
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -214,7 +214,6 @@ class PretrainConfig:
     stage1_frac: float = 0.35
     source_frac: float = 0.3
     eval_every: int = 200
-    extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
         if (self.steps is None) == (self.minutes is None):
