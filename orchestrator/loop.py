@@ -137,21 +137,22 @@ def run_job(cfg: JobConfig, job_id: str, *, resume: bool = False,
     state = JobState(job_id, cfg.redis.url)
     if read_job(connect(cfg.redis.url), job_id) is None:  # run directly, not through `cgrpo submit`
         state.create(name=cfg.name, config=cfg.model_dump(mode="json"), total_steps=cfg.run.steps)
-    out_dir = cfg.run_dir(job_id)
-    parts = components.start(cfg, job_id, state)
+    parts = None
     try:
-        return _loop(cfg, job_id, state, parts, out_dir, resume, on_step)
+        tasks = components.load_job_tasks(cfg)  # a bad task source fails before any actor starts
+        parts = components.start(cfg, job_id, state)
+        return _loop(cfg, job_id, state, parts, cfg.run_dir(job_id), resume, on_step, *tasks)
     except BaseException as exc:
         state.set_status("stopped" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:2000])
         state.event(f"job ended: {type(exc).__name__}: {exc}", level="error")
         raise
     finally:
-        parts.shutdown()
+        if parts is not None:
+            parts.shutdown()
         state.close()
 
 
-def _loop(cfg, job_id, state, parts, out_dir, resume, on_step) -> dict:
-    train_tasks, heldout = components.load_job_tasks(cfg)
+def _loop(cfg, job_id, state, parts, out_dir, resume, on_step, train_tasks, heldout) -> dict:
     cursor = TaskCursor(train_tasks, cfg.run.seed)
     step = 0
     if resume and components.latest_checkpoint(out_dir):
