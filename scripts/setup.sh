@@ -16,6 +16,8 @@ missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# npm vendors the dashboard's charting library; a machine with its own Node.js keeps it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "apt-get install ${missing[*]}"
@@ -57,9 +59,9 @@ python -m orchestrator.dashboard.vendor >/dev/null \
 # 4. Redis on its own port (6379 is Ray's).
 if ! redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1; then
   log "starting redis-server on port $CGRPO_REDIS_PORT"
-  redis-server --port "$CGRPO_REDIS_PORT" --daemonize yes --save "" --appendonly no \
-    --logfile "$ROOT/.cache/redis.log" --dir /tmp 2>/dev/null \
-    || { mkdir -p "$ROOT/.cache"; redis-server --port "$CGRPO_REDIS_PORT" --daemonize yes --save "" --appendonly no --logfile "$ROOT/.cache/redis.log" --dir /tmp; }
+  mkdir -p "$ROOT/.cache"
+  redis-server --port "$CGRPO_REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
+    --logfile "$ROOT/.cache/redis.log" --dir /tmp
   for _ in $(seq 50); do redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 

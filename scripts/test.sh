@@ -5,5 +5,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 source "$ROOT/scripts/setup.sh"
 cd "$ROOT"
-python -m playwright --version >/dev/null 2>&1 || true
 exec python -m pytest -q "$@"
