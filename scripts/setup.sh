@@ -18,6 +18,9 @@ for p in "${DEB_PACKAGES[@]}"; do
 done
 # npm vendors the dashboard's charting library; a machine with its own Node.js keeps it.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# Debian's own python3 needs python3-venv for `python3 -m venv`.
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+"$PY" -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "apt-get install ${missing[*]}"
@@ -30,7 +33,6 @@ if ((${#missing[@]})); then
 fi
 
 # 2. Python environment.
-PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $PY"
   "$PY" -m venv .venv
