@@ -165,8 +165,12 @@ def write_report(results: dict, out: Path, command: str) -> None:
         gain = trained.get("coupled", {}).get("pass1_full", 0) - base["pass1_full"]
         verdict.append(f"- coupled-GRPO changed held-out pass@1 by {gain * 100:+.1f} points over the starting model "
                        f"(target: ≥ +10 within 30 minutes on 2 cores: {'met' if gain >= 0.10 else 'not met'}).")
-        verdict.append(f"- best estimator by held-out pass@1: **{best}**" +
-                       ("" if best == "coupled" else " — coupled did not win this run; see the curves and the note below."))
+        top = [n for n in trained if trained[n]["pass1_full"] == trained[best]["pass1_full"]]
+        if len(top) > 1:
+            verdict.append(f"- best estimator by held-out pass@1: a tie between {', '.join(top)}")
+        else:
+            verdict.append(f"- best estimator by held-out pass@1: **{best}**" +
+                           ("" if best == "coupled" else " — coupled did not win this run; see the curves below."))
         if "coupled" in trained:
             before = base["pass1_full"] - base["pass1_half"]
             after = trained["coupled"]["pass1_full"] - trained["coupled"]["pass1_half"]
@@ -180,6 +184,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
             a, b = sum(first) / len(first), sum(last) / len(last)
             train_rows.append(f"| {name} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
     one_task = 100.0 / max(s["eval_tasks"], 1)
+    job = s.get("config") or demo_config().model_dump(mode="json")
+    r, sb, lr, g = job["rollout"], job["sandbox"], job["learner"], job["grpo"]
+    samples = s["steps"] * r["prompts_per_step"] * r["num_generations"]
     text = "\n".join([
         "# Results: does coupled-GRPO learn here?", "",
         f"Produced by `{command}` on {s['started']} ({s['machine']}), seed {s['seed']}, "
@@ -196,10 +203,13 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "![pass rates](results/pass_rates.png)", "",
         "![AR-ness vs temperature](results/arness_vs_temperature.png)", "",
         "## How it was run", "",
-        "Each job is the demo job (`orchestrator/demo.yaml`: 2 rollout actors, 2 sandbox workers, 1 DeepSpeed "
-        "learner, G=4 completions for 4 prompts per step, T=1.2) with only the estimator changed, run in-process "
-        "on a local Ray cluster; the exported model of each job is then evaluated with `cgrpo eval`'s code on "
-        "the held-out split, every program executed in the sandbox.", ""])
+        f"Each job is the demo job (`orchestrator/demo.yaml`: {r['actors']} rollout actors, {sb['workers']} sandbox "
+        f"workers, {lr['workers']} DeepSpeed learner, G={r['num_generations']} completions for "
+        f"{r['prompts_per_step']} prompts per step at T={r['temperature']}, lr {lr['lr']:g}, μ={g['num_iterations']}, "
+        f"β={g['beta']}) with only the estimator changed, run in-process on a local Ray cluster; the exported model "
+        "of each job is then evaluated with `cgrpo eval`'s code on the held-out split, every program executed in "
+        f"the sandbox. Each job saw {samples:,} RL samples (steps × prompts × G); DiffuCoder used 21K on a 7B model.",
+        ""])
     out.write_text(text)
 
 
