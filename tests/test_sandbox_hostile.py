@@ -95,7 +95,7 @@ ATTACKS = {
         import os
         for _ in range(2):
             os.fork()  # 4 processes, each within its own RLIMIT_AS, together over the budget
-        hog = bytearray(200 * 1024 ** 2)
+        hog = b"x" * (200 * 1024 ** 2)  # written, so the pages really count (a calloc'd bytearray may not)
         kids_ok = True
         while True:
             try:
