@@ -87,7 +87,7 @@ class RolloutPool:
     def generate(self, requests: list[dict], *, num_generations: int, sampling: dict, seed: int,
                  ) -> tuple[list[dict], PoolStats]:
         """All completions for ``requests``, in request order, plus what it cost."""
-        chunks = deque(self._chunks_of(requests))
+        chunks = deque((i, requests[i:i + self.chunk_prompts]) for i in range(0, len(requests), self.chunk_prompts))
         results: dict[int, list[dict]] = {}
         stats = PoolStats(actors=len(self.actors))
         free = deque(self.actors)
@@ -100,18 +100,18 @@ class RolloutPool:
                 ref = actor.generate.remote(chunk, num_generations=num_generations, sampling=sampling,
                                             seed=seed * 100_003 + index, min_version=self.version,
                                             holder=self._holder)
-                inflight[ref] = (actor, index)
+                inflight[ref] = (actor, index, chunk)
             done, _ = ray.wait(list(inflight), num_returns=1)
             for ref in done:
-                actor, index = inflight.pop(ref)
+                actor, index, chunk = inflight.pop(ref)
                 try:
                     reply = ray.get(ref)
                 except ray.exceptions.RayActorError:
                     # The actor was removed by a scale-down (Ray retries crashes itself):
                     # give its chunk to another actor.
-                    chunks.appendleft((index, next(c for i, c in self._chunks_of(requests) if i == index)))
                     if actor in self.actors:
                         raise
+                    chunks.appendleft((index, chunk))
                     if not free and not inflight:
                         free.extend(self.actors)
                     continue
@@ -121,9 +121,6 @@ class RolloutPool:
                 free.append(actor)
         stats.wall_s = time.perf_counter() - start
         return [r for i in sorted(results) for r in results[i]], stats
-
-    def _chunks_of(self, requests: list[dict]) -> list[tuple[int, list[dict]]]:
-        return [(i, requests[i:i + self.chunk_prompts]) for i in range(0, len(requests), self.chunk_prompts)]
 
     def infos(self) -> list[dict]:
         return ray.get([a.info.remote() for a in self.actors])
