@@ -1,9 +1,9 @@
 """Batched masked-diffusion sampling (Dream/DiffuCoder style) that records decoding order.
 
-Start from ``prompt + N x [MASK]``; for ``S`` steps run the model once, sample a token for
-every masked position (temperature, top-k, top-p), score each position's confidence and
+Start from ``prompt + N x [MASK]``; for ``S`` steps run the model once, score each masked
+position's confidence under the sampling distribution (temperature, top-k, top-p) and
 commit the most confident ones (``N/S`` per step, or every position above a confidence
-threshold). Confidence ``alg``: ``origin`` (random order), ``maskgit_plus`` (probability of
+threshold), drawing their tokens from that distribution. Confidence ``alg``: ``origin`` (random order), ``maskgit_plus`` (probability of
 the sampled token), ``topk_margin`` (top-1 minus top-2 probability), ``entropy`` (negative
 entropy; DiffuCoder's default). ``alg_temp > 0`` samples the positions to commit from
 ``softmax(confidence / alg_temp)`` (Gumbel top-k) instead of taking the top ones.
@@ -60,43 +60,70 @@ def _check_args(prompt_ids, max_new_tokens: int, steps: int, alg: str, temperatu
         raise DLLMError(f"generate: threshold must be in (0, 1) (got {threshold})")
 
 
+def _sorted_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p by a full sort of every row (exact; the fallback of :func:`_filter_top_p`)."""
+    sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(-1)
+    drop_sorted = probs.cumsum(-1) - probs >= top_p  # keep the token crossing top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _filter_top_p(logits: torch.Tensor, top_p: float, probe: int = 64) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches ``top_p``.
+
+    Sorting every row of ``[M, V]`` logits cost more than the model's forward pass, yet the
+    kept set of almost every row lies within its ``probe`` most likely tokens: find the
+    cut-off from a ``topk`` of those, and sort only the rows whose cut-off lies further down.
+    """
+    k = min(probe, logits.shape[-1])
+    top = torch.topk(logits, k, dim=-1).values  # descending
+    probs = (top - torch.logsumexp(logits, -1, keepdim=True)).exp()
+    kept = (probs.cumsum(-1) - probs < top_p).sum(-1)  # the crossing token included
+    cutoff = top.gather(-1, (kept - 1).clamp(min=0)[:, None])
+    out = logits.masked_fill(logits < cutoff, float("-inf"))
+    unresolved = (kept >= k).nonzero().squeeze(-1)
+    if unresolved.numel() and k < logits.shape[-1]:
+        out[unresolved] = _sorted_top_p(logits[unresolved], top_p)
+    return out
+
+
 def _filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) -> torch.Tensor:
     """Keep the ``top_k`` largest and the smallest set with probability mass ``top_p``."""
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cum - sorted_logits.softmax(-1) >= top_p  # keep the token crossing top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, sorted_idx, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = _filter_top_p(logits, top_p)
     return logits
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_p, top_k, alg: str,
-            generator: torch.Generator | None, mask_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens and confidences for ``[M, V]`` logits of the masked positions (never [MASK])."""
+def _probs(logits: torch.Tensor, temperature: float, top_p, top_k, mask_token_id: int) -> torch.Tensor:
+    """The sampling distribution ``[M, V]`` of the masked positions' logits (never [MASK])."""
     logits = logits.float()
     logits[:, mask_token_id] = float("-inf")
     if temperature > 0:
         logits = logits / temperature
-    logits = _filter_logits(logits, top_p, top_k)
-    probs = logits.softmax(-1)
+    return _filter_logits(logits, top_p, top_k).softmax(-1)
+
+
+def _draw(probs: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     if temperature > 0:
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    else:
-        tokens = probs.argmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return probs.argmax(-1)
+
+
+def _confidence(probs: torch.Tensor, alg: str, tokens: torch.Tensor | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """How sure the model is at each position; only ``maskgit_plus`` needs the drawn tokens."""
     if alg == "maskgit_plus":
-        confidence = probs.gather(-1, tokens[:, None]).squeeze(-1)
-    elif alg == "topk_margin":
+        return probs.gather(-1, tokens[:, None]).squeeze(-1)
+    if alg == "topk_margin":
         top2 = probs.topk(2, dim=-1).values
-        confidence = top2[:, 0] - top2[:, 1]
-    elif alg == "entropy":
-        confidence = (probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
-    else:  # origin: a random order
-        confidence = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    return tokens, confidence
+        return top2[:, 0] - top2[:, 1]
+    if alg == "entropy":
+        return (probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
+    return torch.rand(probs.shape[:1], generator=generator, device=probs.device)  # origin: a random order
 
 
 def _left_pad(prompt_ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,12 +177,13 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
             break
         steps_run += 1
         logits = model(x, attn_arg)[:, plen:]
-        tokens, confidence = _sample(logits[masked], temperature, top_p, top_k, alg, generator,
-                                    model.mask_token_id)
+        probs = _probs(logits[masked], temperature, top_p, top_k, model.mask_token_id)
+        # Only maskgit_plus scores positions by their drawn token; the other rules draw
+        # tokens just for the positions they commit (drawing all of them cost as much as
+        # the forward pass).
+        drawn = _draw(probs, temperature, generator) if alg == "maskgit_plus" else None
         conf = torch.full((batch, n), float("-inf"), device=device)
-        conf[masked] = confidence.float()
-        proposal = torch.zeros((batch, n), dtype=torch.long, device=device)
-        proposal[masked] = tokens
+        conf[masked] = _confidence(probs, alg, drawn, generator).float()
         last = step == len(schedule) - 1
         if last:
             commit = masked
@@ -170,7 +198,9 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
             commit = torch.zeros_like(masked).scatter(1, top, True) & masked
             if threshold is not None:
                 commit |= masked & (conf > threshold)
-        x[:, plen:] = torch.where(commit, proposal, x[:, plen:])
+        chosen = commit[masked]  # rows of `probs` committed now (both in row-major order)
+        completion = x[:, plen:]
+        completion[commit] = drawn[chosen] if drawn is not None else _draw(probs[chosen], temperature, generator)
         order[commit] = step
     completions = []
     stop_ids = {model.eos_token_id, model.pad_token_id} - {None}

@@ -86,3 +86,27 @@ def test_bad_arguments_raise_one_clear_error(tiny_dream, kwargs, message):
 def test_empty_prompt_rejected(tiny_dream):
     with pytest.raises(DLLMError, match="at least one token"):
         dllm.generate(tiny_dream, [[]], max_new_tokens=4, steps=2)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])
+def test_fast_top_p_keeps_exactly_what_a_full_sort_keeps(scale):
+    """Flat rows (scale 0.1) need more than the probe's tokens and take the sorted fallback;
+    peaked rows are cut within it. Both must keep the same set as sorting every row."""
+    from dllm.sampler import _filter_top_p, _sorted_top_p
+
+    logits = torch.randn(300, 1024, generator=torch.Generator().manual_seed(0)) * scale
+    logits[:5, 7] = float("-inf")  # the [MASK] column
+    for top_p in (0.5, 0.9, 0.95):
+        fast = torch.isfinite(_filter_top_p(logits, top_p, probe=16))
+        exact = torch.isfinite(_sorted_top_p(logits, top_p))
+        assert torch.equal(fast, exact)
+
+
+def test_top_p_sampling_only_draws_kept_tokens(tiny_dream):
+    """With a tiny top_p only the most likely token of each position may come out."""
+    with torch.no_grad():
+        tiny_dream.lm_head.weight *= 50.0
+    gen = dllm.generate(tiny_dream, [[1, 2, 3]] * 4, max_new_tokens=6, steps=1, temperature=1.0, top_p=0.01,
+                        seed=0)
+    greedy = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=6, steps=1, temperature=0.0)
+    assert all(row == greedy.sequences[0, 3:].tolist() for row in gen.sequences[:, 3:].tolist())
