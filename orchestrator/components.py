@@ -85,7 +85,17 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _grpo_config(cfg: JobConfig) -> dict:
+def sandbox_limits(cfg: JobConfig) -> Limits:
+    s = cfg.sandbox
+    return Limits(wall_s=s.timeout_s, cpu_s=s.timeout_s, memory_mb=s.memory_mb)
+
+
+def reward_config(cfg: JobConfig) -> RewardConfig:
+    s = cfg.sandbox
+    return RewardConfig(code_weight=s.code_weight, format_weight=s.format_weight, all_pass=s.all_pass)
+
+
+def grpo_config(cfg: JobConfig) -> dict:
     """The learner's slice of the job: the grpo section plus the optimiser/engine fields."""
     g, lr = cfg.grpo, cfg.learner
     return {
@@ -101,7 +111,7 @@ def _grpo_config(cfg: JobConfig) -> dict:
 
 
 def make_learner(cfg: JobConfig) -> LearnerGroup:
-    return LearnerGroup(cfg.model.path, _grpo_config(cfg), num_workers=cfg.learner.workers,
+    return LearnerGroup(cfg.model.path, grpo_config(cfg), num_workers=cfg.learner.workers,
                         num_gpus_per_worker=cfg.learner.num_gpus, num_cpus_per_worker=cfg.learner.num_cpus,
                         resources=cfg.learner.resources or None, placement_strategy=cfg.learner.placement)
 
@@ -207,9 +217,7 @@ def start(cfg: JobConfig, job_id: str, state: JobState) -> Parts:
     rollout = RolloutPool(cfg.model.path, r.actors, num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                           resources=r.resources, threads=r.threads)
     s = cfg.sandbox
-    sandbox = SandboxPool(s.workers, s.backend, Limits(wall_s=s.timeout_s, cpu_s=s.timeout_s, memory_mb=s.memory_mb),
-                          reward_config=RewardConfig(code_weight=s.code_weight, format_weight=s.format_weight,
-                                                     all_pass=s.all_pass),
+    sandbox = SandboxPool(s.workers, s.backend, sandbox_limits(cfg), reward_config=reward_config(cfg),
                           num_cpus_per_worker=s.num_cpus)
     learner = make_learner(cfg)
     state.event(f"started {r.actors} rollout actors, {s.workers} sandbox workers ({sandbox.backend_name}), "

@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from orchestrator.config import REPO, demo_config
+from orchestrator.config import REPO, ConfigError, demo_config, parse_config
 
 # Forward passes per log-prob estimate, equal for the three estimators:
 # coupled: full + 1 complementary pair; decoupled: full + 2 independent masks; d1: 3 full-mask passes.
@@ -24,6 +24,23 @@ ESTIMATOR_SETTINGS = {
     "decoupled": {"estimator": "decoupled", "num_pairs": 1},
     "d1": {"estimator": "d1", "d1_passes": 3},
 }
+
+
+def with_overrides(base, settings: list[str]):
+    """The demo config with ``section.field=value`` overrides (values read as YAML), validated
+    like a job file, so that a typo is one clear error before anything starts."""
+    import yaml
+    data = base.model_dump(mode="json")
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) != 2 or not all(path):
+            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. learner.lr=1e-4")
+        section, field = path
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"--set {item!r}: no config section {section!r} (see docs/config.md)")
+        data[section][field] = yaml.safe_load(raw)
+    return parse_config(data, "--set")
 
 
 def arness_at(model, tokenizer, tasks, *, temperature: float, steps: int, max_new_tokens: int, seed: int) -> dict:
@@ -69,17 +86,18 @@ def run_experiment(args) -> dict:
     from orchestrator import state as st
     from orchestrator.components import load_job_tasks
     from orchestrator.loop import run_job
-    base = demo_config()
+    base = with_overrides(demo_config(), args.set)
     base.run.steps = args.steps
-    base.run.eval_every = 0
+    # In-job held-out evaluations (start, every eval_every steps, end) give pass@1 vs. step.
+    base.run.eval_every = args.eval_every if args.eval_every is not None else max(1, args.steps // 4)
     base.run.checkpoint_every = 0
     base.run.seed = args.seed
-    base.run.eval_tasks = args.eval_tasks
+    base.run.eval_tasks = args.eval_tasks or 10**6
     _, heldout = load_job_tasks(base)
-    results = {"settings": {"steps": args.steps, "seed": args.seed, "eval_tasks": len(heldout),
+    results = {"settings": {"steps": args.steps, "seed": args.seed, "eval_tasks": len(heldout), "overrides": args.set,
                             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
                             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config": base.model_dump(mode="json")},
-               "models": {}, "curves": {}}
+               "models": {}, "curves": {}, "evals": {}}
     t0 = time.perf_counter()
     print("evaluating the untrained baseline ...", flush=True)
     results["models"]["baseline"] = evaluate_model(base.model.path, heldout, base, args.seed)
@@ -100,6 +118,8 @@ def run_experiment(args) -> dict:
             results["curves"][name] = [{"step": m["step"], "reward_mean": m.get("reward_mean"),
                                         "pass_rate": m.get("pass_rate")}
                                        for m in st.read_metrics(client, job_id).items]
+            results["evals"][name] = [{"step": e["step"], "mode": e["steps_mode"], "pass_at_1": e["pass_at_1"]}
+                                      for e in st.read_evals(client, job_id).items]
             results["models"][name] = evaluate_model(summary["export"], heldout, base, args.seed)
             results["models"][name].update(train_s=train_s, job_id=job_id)
             print(json.dumps(results["models"][name]), flush=True)
@@ -107,6 +127,24 @@ def run_experiment(args) -> dict:
         ray.shutdown()
     results["settings"]["wall_s"] = time.perf_counter() - t0
     return results
+
+
+def _plot_pass_vs_step(plt, evals: dict, path: Path) -> None:
+    """Held-out pass@1 at T=0.2 against RL step, full (solid) and half (dashed) steps."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, (name, points) in enumerate(evals.items()):
+        colour = f"C{i}"
+        for mode, style in (("full", "-"), ("half", "--")):
+            pts = sorted((e["step"], e["pass_at_1"]) for e in points if e["mode"] == mode)
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", color=colour, label=f"{name} ({mode} steps)")
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("held-out pass@1, T=0.2")
+    ax.set_title("pass@1 during training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_report(results: dict, out: Path, command: str) -> None:
@@ -128,6 +166,7 @@ def write_report(results: dict, out: Path, command: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(figures / "reward_curves.png", dpi=110)
+    _plot_pass_vs_step(plt, results.get("evals", {}), figures / "pass_vs_step.png")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(models)
     for i, key in enumerate(("pass1_full", "pass1_half", "pass8_T1.2")):
@@ -200,6 +239,7 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "Training reward (maximum 2.5: 2 × fraction of tests passed + 0.5 for a well-formed run), averaged over the "
         "first and last ten steps of each job:", "", *train_rows, "",
         "![reward curves](results/reward_curves.png)", "",
+        "![pass@1 vs step](results/pass_vs_step.png)", "",
         "![pass rates](results/pass_rates.png)", "",
         "![AR-ness vs temperature](results/arness_vs_temperature.png)", "",
         "## How it was run", "",
@@ -217,7 +257,8 @@ def cmd_experiment(args) -> int:
     if args.report_from:  # re-render the report of an earlier run from its saved results
         results = json.loads(Path(args.report_from).read_text())
         s = results["settings"]
-        command = f"cgrpo experiment --steps {s['steps']} --eval-tasks {s['eval_tasks']} --seed {s['seed']}"
+        command = (f"cgrpo experiment --steps {s['steps']} --eval-tasks {s['eval_tasks']} --seed {s['seed']}"
+                   + "".join(f" --set {x}" for x in s.get("overrides", [])))
         write_report(results, REPO / args.out if not Path(args.out).is_absolute() else Path(args.out), command)
         print(f"wrote {args.out} from {args.report_from}")
         return 0
@@ -225,19 +266,36 @@ def cmd_experiment(args) -> int:
     out = Path(args.out)
     write_report(results, out if out.is_absolute() else REPO / out,
                  "cgrpo experiment " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(v)}"
-                                                for k, v in vars(args).items() if k in ("steps", "seed", "eval_tasks",
-                                                                                         "estimators")))
+                                                for k, v in vars(args).items()
+                                                if k in ("steps", "seed", "eval_tasks", "eval_every", "estimators")
+                                                and v is not None) + "".join(f" --set {x}" for x in args.set))
     print(f"wrote {args.out}")
     return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="coupled vs. decoupled vs. d1 from the shipped model → docs/results.md",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=60, help="RL steps per estimator (default 60)")
+    p.add_argument("--steps", type=positive_int, default=60, help="RL steps per estimator (default 60)")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATOR_SETTINGS), choices=list(ESTIMATOR_SETTINGS))
-    p.add_argument("--eval-tasks", type=int, default=64, help="held-out tasks evaluated (default 64)")
+    p.add_argument("--eval-tasks", type=positive_int, default=None,
+                   help="held-out tasks evaluated (default: all 228 of the built-in held-out split)")
+    p.add_argument("--eval-every", type=positive_int, default=None,
+                   help="RL steps between the in-job held-out evaluations (default: a quarter of --steps)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override a field of the demo job config for every job (repeatable), e.g. "
+                        "--set learner.lr=1e-4 --set rollout.temperature=0.8; fields: docs/config.md")
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--report-from", default=None, metavar="RESULTS_JSON",
                    help="only re-render the report from a saved docs/results/results.json")

@@ -57,7 +57,7 @@ class TaskCursor:
         return out
 
 
-def _sampling(cfg: JobConfig, temperature: float | None = None, steps: int | None = None) -> dict:
+def sampling_settings(cfg: JobConfig, temperature: float | None = None, steps: int | None = None) -> dict:
     r = cfg.rollout
     return {"max_new_tokens": r.max_new_tokens, "steps": steps or r.steps,
             "temperature": r.temperature if temperature is None else temperature,
@@ -69,7 +69,7 @@ def produce_batch(step: int, tasks: list, parts: components.Parts, cfg: JobConfi
     requests = [{"task_id": t.task_id, "prompt": t.prompt, "group": g} for g, t in enumerate(tasks)]
     version = parts.rollout.version
     rollouts, stats = parts.rollout.generate(requests, num_generations=cfg.rollout.num_generations,
-                                             sampling=_sampling(cfg), seed=cfg.run.seed * 7919 + step)
+                                             sampling=sampling_settings(cfg), seed=cfg.run.seed * 7919 + step)
     by_id = {t.task_id: t for t in tasks}
     start = time.perf_counter()
     rewards = parts.sandbox.score([(by_id[r["task_id"]], truncate_completion(r["text"])) for r in rollouts])
@@ -84,7 +84,7 @@ def evaluate(parts: components.Parts, cfg: JobConfig, tasks: list, step: int, st
     by_id = {t.task_id: t for t in tasks}
     for mode, steps in (("full", cfg.rollout.steps), ("half", max(1, cfg.rollout.steps // 2))):
         rollouts, _ = parts.rollout.generate(requests, num_generations=1,
-                                             sampling=_sampling(cfg, cfg.run.eval_temperature, steps),
+                                             sampling=sampling_settings(cfg, cfg.run.eval_temperature, steps),
                                              seed=10_000 + step)
         results = parts.sandbox.score([(by_id[r["task_id"]], truncate_completion(r["text"])) for r in rollouts])
         passed = [bool(components.reward_dict(x)["all_passed"]) for x in results]

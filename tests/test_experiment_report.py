@@ -17,6 +17,8 @@ def test_report_states_the_verdict_honestly(tmp_path):
                    "decoupled": _model(0.30, 0.20, 0.6), "d1": _model(0.21, 0.10, 0.5)},
         "curves": {n: [{"step": s, "reward_mean": 0.1 * s, "pass_rate": 0.05 * s} for s in (1, 2, 3)]
                    for n in ESTIMATOR_SETTINGS},
+        "evals": {n: [{"step": s, "mode": m, "pass_at_1": 0.2 + 0.01 * s} for s in (0, 3) for m in ("full", "half")]
+                  for n in ESTIMATOR_SETTINGS},
     }
     out = tmp_path / "results.md"
     write_report(results, out, "cgrpo experiment --steps 3")
@@ -25,5 +27,20 @@ def test_report_states_the_verdict_honestly(tmp_path):
     assert "+5.0 points" in text and "not met" in text
     assert "**decoupled**" in text and "coupled did not win" in text
     assert "10.0 points before RL, 3.0 after (smaller after RL)" in text
-    for png in ("reward_curves.png", "pass_rates.png", "arness_vs_temperature.png"):
+    assert "results/pass_vs_step.png" in text
+    for png in ("reward_curves.png", "pass_vs_step.png", "pass_rates.png", "arness_vs_temperature.png"):
         assert (tmp_path / "results" / png).stat().st_size > 1000
+
+
+def test_overrides_change_the_demo_config_and_reject_mistakes():
+    import pytest
+
+    from orchestrator.config import ConfigError, demo_config
+    from orchestrator.experiment import with_overrides
+
+    cfg = with_overrides(demo_config(), ["learner.lr=2e-4", "rollout.temperature=0.8", "grpo.beta=0"])
+    assert (cfg.learner.lr, cfg.rollout.temperature, cfg.grpo.beta) == (2e-4, 0.8, 0.0)
+    for bad, says in (("learner.lr", "SECTION.FIELD=VALUE"), ("nosuch.lr=1", "no config section"),
+                      ("learner.lrr=1", "lrr"), ("learner.lr=-1", "lr")):
+        with pytest.raises(ConfigError, match=says):
+            with_overrides(demo_config(), [bad])
