@@ -93,6 +93,8 @@ def run_experiment(args) -> dict:
     base.run.checkpoint_every = 0
     base.run.seed = args.seed
     base.run.eval_tasks = args.eval_tasks or 10**6
+    from orchestrator.jobs_cli import require_redis
+    client = require_redis(base.redis.url)  # jobs log to Redis: fail now, not after the baseline evaluation
     _, heldout = load_job_tasks(base)
     results = {"settings": {"steps": args.steps, "seed": args.seed, "eval_tasks": len(heldout), "overrides": args.set,
                             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
@@ -104,7 +106,6 @@ def run_experiment(args) -> dict:
     print(json.dumps(results["models"]["baseline"]), flush=True)
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     try:
-        client = st.connect(base.redis.url)
         for name in args.estimators:
             cfg = base.model_copy(deep=True)
             for key, value in ESTIMATOR_SETTINGS[name].items():

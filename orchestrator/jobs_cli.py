@@ -36,7 +36,7 @@ def new_job_id(name: str) -> str:
     return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def _redis(url: str | None = None):
+def require_redis(url: str | None = None):
     client = st.connect(url)
     try:
         client.ping()
@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
 
 def _run_driver(cfg: JobConfig, job_id: str, resume: bool = False) -> int:
     from orchestrator.loop import run_job
-    client = _redis(cfg.redis.url)
+    client = require_redis(cfg.redis.url)
     log_path = _driver_log(cfg, job_id)
     if st.read_job(client, job_id) is None:
         st.JobState(job_id, client).create(name=cfg.name, config=cfg.model_dump(), total_steps=cfg.run.steps,
@@ -113,7 +113,7 @@ def _driver_log(cfg: JobConfig, job_id: str) -> Path:
 # --- submit / status / logs / stop / list / scale -----------------------------------------
 def cmd_submit(args) -> int:
     cfg = load_config(args.job)  # every config mistake surfaces here, before Ray is touched
-    client = _redis(cfg.redis.url)
+    client = require_redis(cfg.redis.url)
     job_id = args.job_id or new_job_id(cfg.name)
     frozen = _driver_log(cfg, job_id).parent / "job.yaml"
     if Path(args.job).resolve() != frozen.resolve():
@@ -143,7 +143,7 @@ def _ray_status(address: str, job_id: str) -> str:
 
 
 def cmd_status(args) -> int:
-    client = _redis(args.redis)
+    client = require_redis(args.redis)
     if not args.job:
         return cmd_list(args)
     job = st.read_job(client, args.job)
@@ -170,7 +170,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_list(args) -> int:
-    client = _redis(args.redis)
+    client = require_redis(args.redis)
     from rich.table import Table
     table = Table(title="cgrpo jobs")
     for col in ("job", "name", "status", "step", "age"):
@@ -212,7 +212,7 @@ def _require_job(client, job_id: str) -> dict:
 
 
 def cmd_stop(args) -> int:
-    client = _redis(args.redis)
+    client = require_redis(args.redis)
     job = _require_job(client, args.job)
     if job.get("status") in st.TERMINAL_STATUSES:
         _console().print(f"job {args.job} already {job['status']}")
@@ -228,7 +228,7 @@ def cmd_stop(args) -> int:
 def cmd_scale(args) -> int:
     if not 1 <= args.rollout_actors <= 1024:
         raise JobError(f"--rollout-actors must be between 1 and 1024 (got {args.rollout_actors})")
-    client = _redis(args.redis)
+    client = require_redis(args.redis)
     job = _require_job(client, args.job)
     if job.get("status") in st.TERMINAL_STATUSES:
         raise JobError(f"job {args.job} is {job['status']}; only a running job can be scaled")
@@ -305,7 +305,7 @@ def cmd_demo(args) -> int:
     cfg = demo_config()
     if args.steps:
         cfg.run.steps = args.steps
-    client = _redis(cfg.redis.url)
+    client = require_redis(cfg.redis.url)
     console = _console()
     console.rule("[bold]cgrpo demo: coupled-GRPO on the shipped tiny dLLM")
     ray_url = ensure_ray_head(args.num_cpus)
