@@ -78,6 +78,11 @@ class GRPOConfig(BaseModel):
                                                     "computed once per batch, before the first of them")
     beta: float = Field(0.01, ge=0.0, description="β: weight of the k3 KL penalty to the reference model "
                                                   "(0 disables it and no reference model is kept)")
+    kl_clamp: float | None = Field(
+        10.0, gt=0.0, description="upper bound of each token's k3 KL term (None: unbounded). The estimate's 1/t "
+                                  "weights amplify log-ratios and k3 grows exponentially in them: one collapsed "
+                                  "token can reach 1e4 and its gradient drown the policy gradient of the whole "
+                                  "step. The bound only bites on such tokens (verl clamps the same way)")
     ref_sync_every: int = Field(64, ge=0, description="copy the policy into the reference model every this many "
                                                       "optimiser steps (0: never, the reference stays the start model)")
     epsilon: float = Field(0.5, gt=0.0, lt=1.0, description="ε: the ratio is clipped to [1-ε, 1+ε]")
@@ -172,8 +177,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int | None = None, 
 
 def grpo_token_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None,
                     advantages: torch.Tensor, completion_mask: torch.Tensor, *, epsilon: float = 0.5,
-                    beta: float = 0.01, normalisation: str = "tokens",
-                    denominator: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    beta: float = 0.01, normalisation: str = "tokens", denominator: float | None = None,
+                    kl_clamp: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped GRPO loss with a k3 KL penalty, over completion positions ``[B, N]``.
 
     ``loss = sum_{i,k} m_ik * (-min(rho*A_i, clip(rho, 1-ε, 1+ε)*A_i) + β*KL_ik) / D`` where
@@ -181,6 +186,7 @@ def grpo_token_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, ref_logps:
     ``"sequence"`` each completion's token sum is divided by its own length and ``D`` is the
     number of non-empty completions. ``denominator`` overrides ``D`` so that data-parallel
     shards and micro-batches of one global batch can be normalised by the global count.
+    ``kl_clamp`` bounds each token's KL term (no gradient beyond the bound).
 
     Metrics (floats, over the masked tokens): ``loss``, ``kl`` (mean k3), ``clip_frac``
     (fraction of tokens whose clipped term is active, so their gradient is zero),
@@ -206,6 +212,8 @@ def grpo_token_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, ref_logps:
     if ref_logps is not None and beta != 0.0:
         diff = torch.where(mask, ref_logps.to(new.dtype), zero) - new
         kl = torch.exp(diff) - diff - 1.0
+        if kl_clamp is not None:
+            kl = kl.clamp(max=kl_clamp)
         per_token = per_token + beta * kl
     per_token = torch.where(mask, per_token, zero)
 

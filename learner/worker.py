@@ -241,7 +241,7 @@ class LearnerWorker:
                 old_ij = new.detach() if i == 0 else old[(i, j)]
                 loss, m = grpo_token_loss(new, old_ij, ref.get((i, j)), mb.advantages, mb.completion_mask,
                                           epsilon=cfg.epsilon, beta=cfg.beta, normalisation=cfg.loss_normalisation,
-                                          denominator=denominator)
+                                          denominator=denominator, kl_clamp=cfg.kl_clamp)
                 # DeepSpeed averages gradients over ranks; the loss is already normalised by the
                 # global count, so scale by world size and do not let it divide by gas again.
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)

@@ -114,6 +114,8 @@ class GRPOSection(_Section):
                            "the coupled estimator's cost)")
     random_masking: bool = Field(True, description="fresh mask seed per inner iteration (else 42)")
     beta: float = Field(0.01, ge=0, description="KL weight (k3 estimator)")
+    kl_clamp: float | None = Field(10.0, gt=0, description="upper bound of each token's k3 KL term (null: "
+                                   "none); stops one collapsed token's exp(log-ratio) from dominating a step")
     ref_sync_every: int = Field(64, ge=1, description="re-sync the reference model every n steps")
     epsilon: float = Field(0.5, gt=0, lt=1, description="ratio clip to [1-ε, 1+ε]")
     num_iterations: int = Field(2, ge=1, description="μ inner updates per rollout batch")

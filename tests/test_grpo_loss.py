@@ -247,3 +247,18 @@ def test_every_config_field_is_documented(repo_root):
     doc = (repo_root / "docs" / "learner.md").read_text()
     missing = [name for name in GRPOConfig.model_fields if f"| `{name}` |" not in doc]
     assert not missing, f"docs/learner.md lacks {missing}"
+
+
+def test_kl_clamp_bounds_a_collapsed_token_and_leaves_the_others():
+    """One token whose new log-prob fell 12 nats below the reference: k3 = e^12 - 13 ≈ 1.6e5.
+    Clamped, its KL term is the bound and gives no gradient; the other tokens are untouched."""
+    new = torch.tensor([[-1.0, -13.0, -2.0]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.1, -1.0, -2.0]], dtype=torch.float64)
+    adv, mask = torch.tensor([0.0], dtype=torch.float64), torch.ones(1, 3)
+    raw, m_raw = grpo_token_loss(new, new.detach(), ref, adv, mask, beta=1.0)
+    assert m_raw["kl"] > 5e4
+    clamped, m = grpo_token_loss(new, new.detach(), ref, adv, mask, beta=1.0, kl_clamp=10.0)
+    small = math.exp(-0.1) + 0.1 - 1.0  # the first token's k3, below the bound
+    assert float(clamped) == pytest.approx((small + 10.0 + 0.0) / 3)
+    clamped.backward()
+    assert new.grad[0, 1] == 0 and new.grad[0, 0] != 0
