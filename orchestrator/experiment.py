@@ -163,8 +163,14 @@ def write_report(results: dict, out: Path, command: str) -> None:
     (figures / "results.json").write_text(json.dumps(results, indent=1))
     models = results["models"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, curve in results["curves"].items():
-        ax.plot([c["step"] for c in curve], [c["reward_mean"] for c in curve], label=name)
+    for i, (name, curve) in enumerate(results["curves"].items()):
+        steps = [c["step"] for c in curve]
+        rewards = [c["reward_mean"] if c["reward_mean"] is not None else float("nan") for c in curve]
+        # Every job sees the same prompts with the same seeds, so the step-to-step swings are
+        # prompt difficulty; the 10-step mean shows the trend, raw values stay faint behind it.
+        ax.plot(steps, rewards, color=f"C{i}", alpha=0.25, linewidth=0.8)
+        window = [sum(rewards[max(0, j - 9): j + 1]) / len(rewards[max(0, j - 9): j + 1]) for j in range(len(rewards))]
+        ax.plot(steps, window, color=f"C{i}", label=f"{name} (10-step mean)")
     ax.set_xlabel("RL step")
     ax.set_ylabel("mean reward")
     ax.set_title("training reward per estimator")
@@ -231,6 +237,7 @@ def write_report(results: dict, out: Path, command: str) -> None:
     job = s.get("config") or demo_config().model_dump(mode="json")
     r, sb, lr, g = job["rollout"], job["sandbox"], job["learner"], job["grpo"]
     samples = s["steps"] * r["prompts_per_step"] * r["num_generations"]
+    overrides = s.get("overrides") or []
     text = "\n".join([
         "# Results: does coupled-GRPO learn here?", "",
         f"Produced by `{command}` on {s['started']} ({s['machine']}), seed {s['seed']}, "
@@ -243,7 +250,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
         f"One held-out task is {one_task:.1f} points of pass@1 here; pass@1 at T=0.2 averages "
         f"{s.get('pass1_samples', 1)} completion(s) per task, and differences of a point or two are still noise. "
         "Training reward (maximum 2.5: 2 × fraction of tests passed + 0.5 for a well-formed run), averaged over the "
-        "first and last ten steps of each job:", "", *train_rows, "",
+        "first and last ten steps of each job. Every job sees the same prompts with the same sampling seeds, so "
+        "the curves swing together with prompt difficulty and the gap between them is the estimators' effect:",
+        "", *train_rows, "",
         "![reward curves](results/reward_curves.png)", "",
         "![pass@1 vs step](results/pass_vs_step.png)", "",
         "![pass rates](results/pass_rates.png)", "",
@@ -252,29 +261,39 @@ def write_report(results: dict, out: Path, command: str) -> None:
         f"Each job is the demo job (`orchestrator/demo.yaml`: {r['actors']} rollout actors, {sb['workers']} sandbox "
         f"workers, {lr['workers']} DeepSpeed learner, G={r['num_generations']} completions for "
         f"{r['prompts_per_step']} prompts per step at T={r['temperature']}, lr {lr['lr']:g}, μ={g['num_iterations']}, "
-        f"β={g['beta']}) with only the estimator changed, run in-process on a local Ray cluster; the exported model "
+        f"β={g['beta']}, KL clamp {g.get('kl_clamp')})"
+        + (f" with `{' '.join('--set ' + x for x in overrides)}`" if overrides else "")
+        + " and only the estimator changed, run in-process on a local Ray cluster; the exported model "
         "of each job is then evaluated with `cgrpo eval`'s code on the held-out split, every program executed in "
-        f"the sandbox. Each job saw {samples:,} RL samples (steps × prompts × G); DiffuCoder used 21K on a 7B model.",
-        ""])
+        f"the sandbox. Each job saw {samples:,} RL samples (steps × prompts × G); DiffuCoder used 21K on a 7B model. "
+        "The pass@1-vs-step curve comes from the job's own evaluations (one completion per task through the rollout "
+        "actors, so noisier than the table).", "",
+        "Why the numbers look the way they do, the scouting runs behind the chosen settings, and what would change "
+        "them: [docs/learning.md](learning.md).", ""])
     out.write_text(text)
 
 
+def command_line(results: dict) -> str:
+    """The command that reproduces a run, from what the run saved."""
+    s = results["settings"]
+    every = (s.get("config") or {}).get("run", {}).get("eval_every")
+    trained = [n for n in results["models"] if n != "baseline"]
+    parts = ["cgrpo experiment", f"--steps {s['steps']}"] + ([f"--eval-every {every}"] if every else []) + [
+        f"--eval-tasks {s['eval_tasks']}", f"--pass1-samples {s.get('pass1_samples', 1)}", f"--seed {s['seed']}"]
+    if trained and trained != list(ESTIMATOR_SETTINGS):
+        parts.append("--estimators " + " ".join(trained))
+    return " ".join(parts + [f"--set {x}" for x in s.get("overrides") or []])
+
+
 def cmd_experiment(args) -> int:
+    out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
     if args.report_from:  # re-render the report of an earlier run from its saved results
         results = json.loads(Path(args.report_from).read_text())
-        s = results["settings"]
-        command = (f"cgrpo experiment --steps {s['steps']} --eval-tasks {s['eval_tasks']} --seed {s['seed']}"
-                   + "".join(f" --set {x}" for x in s.get("overrides", [])))
-        write_report(results, REPO / args.out if not Path(args.out).is_absolute() else Path(args.out), command)
+        write_report(results, out, command_line(results))
         print(f"wrote {args.out} from {args.report_from}")
         return 0
     results = run_experiment(args)
-    out = Path(args.out)
-    write_report(results, out if out.is_absolute() else REPO / out,
-                 "cgrpo experiment " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(v)}"
-                                                for k, v in vars(args).items()
-                                                if k in ("steps", "seed", "eval_tasks", "eval_every", "pass1_samples", "estimators")
-                                                and v is not None) + "".join(f" --set {x}" for x in args.set))
+    write_report(results, out, command_line(results))
     print(f"wrote {args.out}")
     return 0
 

@@ -44,3 +44,13 @@ def test_overrides_change_the_demo_config_and_reject_mistakes():
                       ("learner.lrr=1", "lrr"), ("learner.lr=-1", "lr")):
         with pytest.raises(ConfigError, match=says):
             with_overrides(demo_config(), [bad])
+
+
+def test_command_line_reproduces_the_run_from_its_saved_settings():
+    from orchestrator.experiment import command_line
+
+    results = {"settings": {"steps": 120, "seed": 0, "eval_tasks": 228, "pass1_samples": 4,
+                            "overrides": ["learner.lr=0.0001"], "config": {"run": {"eval_every": 40}}},
+               "models": {"baseline": {}, "coupled": {}}}
+    assert command_line(results) == ("cgrpo experiment --steps 120 --eval-every 40 --eval-tasks 228 "
+                                     "--pass1-samples 4 --seed 0 --estimators coupled --set learner.lr=0.0001")
