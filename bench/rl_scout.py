@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from learner.worker import LearnerWorker  # noqa: E402
 from orchestrator import components  # noqa: E402
-from orchestrator.config import demo_config  # noqa: E402
+from orchestrator.config import ConfigError, demo_config  # noqa: E402
 from orchestrator.experiment import positive_int, with_overrides  # noqa: E402
 from orchestrator.loop import ScoredBatch, TaskCursor, sampling_settings  # noqa: E402
 from orchestrator.tasks.evaluate import truncate_completion  # noqa: E402
@@ -67,7 +67,11 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a field of the demo job config (repeatable), e.g. --set learner.lr=2e-4")
     args = parser.parse_args()
-    cfg = with_overrides(demo_config(), args.set)
+    try:
+        cfg = with_overrides(demo_config(), args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cfg.run.steps = args.steps
     torch.set_num_threads(args.threads)
     train, heldout = components.load_job_tasks(cfg)

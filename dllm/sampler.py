@@ -3,9 +3,9 @@
 Start from ``prompt + N x [MASK]``; for ``S`` steps run the model once, score each masked
 position's confidence under the sampling distribution (temperature, top-k, top-p) and
 commit the most confident ones (``N/S`` per step, or every position above a confidence
-threshold), drawing their tokens from that distribution. Confidence ``alg``: ``origin`` (random order), ``maskgit_plus`` (probability of
-the sampled token), ``topk_margin`` (top-1 minus top-2 probability), ``entropy`` (negative
-entropy; DiffuCoder's default). ``alg_temp > 0`` samples the positions to commit from
+threshold), drawing their tokens from that distribution. Confidence ``alg``: ``origin``
+(random order), ``maskgit_plus`` (probability of the sampled token), ``topk_margin`` (top-1
+minus top-2 probability), ``entropy`` (negative entropy; DiffuCoder's default). ``alg_temp > 0`` samples the positions to commit from
 ``softmax(confidence / alg_temp)`` (Gumbel top-k) instead of taking the top ones.
 """
 
