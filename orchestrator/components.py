@@ -100,8 +100,8 @@ def grpo_config(cfg: JobConfig) -> dict:
     g, lr = cfg.grpo, cfg.learner
     return {
         "estimator": g.estimator, "num_pairs": g.num_pairs, "t_range": (g.t_low, g.t_high),
-        "p_mask_prompt": g.p_mask_prompt, "d1_num_passes": g.d1_passes, "random_masking": g.random_masking, "beta": g.beta, "kl_clamp": g.kl_clamp,
-        "ref_sync_every": g.ref_sync_every, "epsilon": g.epsilon, "num_iterations": g.num_iterations,
+        "p_mask_prompt": g.p_mask_prompt, "d1_num_passes": g.d1_passes, "random_masking": g.random_masking,
+        "beta": g.beta, "kl_clamp": g.kl_clamp, "ref_sync_every": g.ref_sync_every, "epsilon": g.epsilon, "num_iterations": g.num_iterations,
         "scale_rewards": g.scale_rewards, "loss_normalisation": g.loss_normalisation,
         "num_generations": cfg.rollout.num_generations,
         "lr": lr.lr, "max_grad_norm": lr.max_grad_norm, "weight_decay": lr.weight_decay,

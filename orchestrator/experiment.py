@@ -88,6 +88,7 @@ def run_experiment(args) -> dict:
 
     from orchestrator import state as st
     from orchestrator.components import load_job_tasks
+    from orchestrator.jobs_cli import require_redis
     from orchestrator.loop import run_job
     base = with_overrides(demo_config(), args.set)
     base.run.steps = args.steps
@@ -96,7 +97,6 @@ def run_experiment(args) -> dict:
     base.run.checkpoint_every = 0
     base.run.seed = args.seed
     base.run.eval_tasks = args.eval_tasks or 10**6
-    from orchestrator.jobs_cli import require_redis
     client = require_redis(base.redis.url)  # jobs log to Redis: fail now, not after the baseline evaluation
     _, heldout = load_job_tasks(base)
     results = {"settings": {"steps": args.steps, "seed": args.seed, "eval_tasks": len(heldout), "overrides": args.set,

@@ -134,8 +134,9 @@ def _sample_for_viewer(batch: ScoredBatch, tokenizer_decode: Callable[[int], str
 def run_job(cfg: JobConfig, job_id: str, *, resume: bool = False,
             on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Run a whole job on the connected Ray cluster; returns the final summary."""
-    state = JobState(job_id, cfg.redis.url)
-    if read_job(connect(cfg.redis.url), job_id) is None:  # run directly, not through `cgrpo submit`
+    client = connect(cfg.redis.url)
+    state = JobState(job_id, client)
+    if read_job(client, job_id) is None:  # run directly, not through `cgrpo submit`
         state.create(name=cfg.name, config=cfg.model_dump(mode="json"), total_steps=cfg.run.steps)
     parts = None
     try:
