@@ -285,10 +285,22 @@ def command_line(results: dict) -> str:
     return " ".join(parts + [f"--set {x}" for x in s.get("overrides") or []])
 
 
+def _saved_results(path: Path) -> dict:
+    try:
+        results = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--report-from: cannot read {str(path)!r} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--report-from: {str(path)!r} is not JSON ({exc})") from None
+    if not isinstance(results, dict) or not {"settings", "models", "curves"} <= set(results):
+        raise ConfigError(f"--report-from: {str(path)!r} is not a results.json written by `cgrpo experiment`")
+    return results
+
+
 def cmd_experiment(args) -> int:
     out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
     if args.report_from:  # re-render the report of an earlier run from its saved results
-        results = json.loads(Path(args.report_from).read_text())
+        results = _saved_results(Path(args.report_from))
         write_report(results, out, command_line(results))
         print(f"wrote {args.out} from {args.report_from}")
         return 0

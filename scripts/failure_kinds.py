@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dllm  # noqa: E402
+from dllm.errors import CgrpoError  # noqa: E402
 from orchestrator.tasks.builtin import builtin_problems  # noqa: E402
 from orchestrator.tasks.evaluate import generate_completions, truncate_completion  # noqa: E402
 from sandbox.limits import Limits  # noqa: E402
@@ -48,7 +49,11 @@ def main() -> int:
     parser.add_argument("--model", default="models/tiny-dllm", help="model folder (default: the shipped model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model, tokenizer = dllm.load_model(args.model).eval(), dllm.load_tokenizer(args.model)
+    try:
+        model, tokenizer = dllm.load_model(args.model).eval(), dllm.load_tokenizer(args.model)
+    except CgrpoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     problems = builtin_problems("heldout")
     tasks = [p.task for p in problems]
     completions, _ = generate_completions(model, tokenizer, tasks, n=1, temperature=0.2, steps=48,

@@ -54,3 +54,16 @@ def test_command_line_reproduces_the_run_from_its_saved_settings():
                "models": {"baseline": {}, "coupled": {}}}
     assert command_line(results) == ("cgrpo experiment --steps 120 --eval-every 40 --eval-tasks 228 "
                                      "--pass1-samples 4 --seed 0 --estimators coupled --set learner.lr=0.0001")
+
+
+def test_report_from_a_missing_or_foreign_file_is_one_clear_error(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    assert main(["experiment", "--report-from", str(tmp_path / "nope.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["experiment", "--report-from", str(tmp_path / "bad.json")]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    assert main(["experiment", "--report-from", str(tmp_path / "other.json")]) == 2
+    assert "not a results.json" in capsys.readouterr().err
