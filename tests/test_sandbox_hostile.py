@@ -92,10 +92,11 @@ ATTACKS = {
             hog.append(bytearray(16 * 1024 ** 2))
     """, ("killed",)),
     "memory_across_forks": ("""
-        import os
+        import os, time
         for _ in range(2):
             os.fork()  # 4 processes, each within its own RLIMIT_AS, together over the budget
         hog = b"x" * (200 * 1024 ** 2)  # written, so the pages really count (a calloc'd bytearray may not)
+        time.sleep(0.5)  # hold it until the siblings have theirs: an early exit frees its pages
         kids_ok = True
         while True:
             try:
