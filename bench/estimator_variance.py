@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import dllm
 from dllm.masking import elbo_loss
 from learner.batch import RolloutBatch, completion_mask_from_eos
-from learner.grpo import GRPOConfig, group_advantages, grpo_token_loss
-from learner.logps import batch_logps
+from learner.config import GRPOConfig
+from learner.grpo import batch_logps, group_advantages, grpo_token_loss
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tiny-dllm"
 VOCAB, MASK, EOS, PAD, BOS, SEP = 64, 63, 62, 61, 60, 59

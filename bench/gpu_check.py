@@ -107,17 +107,17 @@ def _estimator():
 
 def _learner(stage: int):
     from learner.batch import RolloutBatch
-    from learner.grpo import GRPOConfig
+    from learner.config import GRPOConfig, LearnerConfig
     from learner.worker import LearnerWorker, free_port
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0")
-    cfg = GRPOConfig(zero_stage=stage, lr=1e-4, num_iterations=2, total_steps=4, num_generations=2)
-    worker = LearnerWorker(str(FOLDER), cfg, rank=0, world_size=1)
+    worker = LearnerWorker(str(FOLDER), GRPOConfig(num_iterations=2, num_generations=2),
+                           LearnerConfig(zero_stage=stage, lr=1e-4), total_steps=4, rank=0, world_size=1)
     seqs = torch.randint(0, 100, (4, 24), generator=torch.Generator().manual_seed(0))
     batch = RolloutBatch(sequences=seqs, attention_mask=torch.ones_like(seqs), prompt_len=8,
                          completion_mask=torch.ones(4, 16), advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]))
     metrics = [worker.train_step(batch) for _ in range(2)]
-    weights = worker.get_weights(2)
+    weights = worker.publish_weights(2)
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
     backend = torch.distributed.get_backend()
     worker.shutdown()

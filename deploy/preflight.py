@@ -50,20 +50,22 @@ class RoleDemand:
 
 def job_demands(job: dict) -> list[RoleDemand]:
     """The bundles a job config asks for, with the config schema's own defaults."""
-    from orchestrator.config import LearnerSection, RolloutSection, SandboxSection
+    from learner.config import LearnerConfig
+    from rollout.config import RolloutConfig
+    from sandbox.config import SandboxConfig
 
     def bundle(cpus: float, gpus: float, custom: dict[str, float]) -> dict[str, float]:
         out = {"CPU": float(cpus), "GPU": float(gpus), **{k: float(v) for k, v in custom.items()}}
         return {k: v for k, v in out.items() if v > 0}
 
-    rollout = RolloutSection.model_validate(job.get("rollout") or {})
-    learner = LearnerSection.model_validate(job.get("learner") or {})
-    sandbox = SandboxSection.model_validate(job.get("sandbox") or {})
+    rollout = RolloutConfig.model_validate(job.get("rollout") or {})
+    learner = LearnerConfig.model_validate(job.get("learner") or {})
+    sandbox = SandboxConfig.model_validate(job.get("sandbox") or {})
     return [
         RoleDemand("learner", learner.workers, bundle(learner.num_cpus, learner.num_gpus, learner.resources),
                    learner.placement),
         RoleDemand("rollout", rollout.actors, bundle(rollout.num_cpus, rollout.num_gpus, rollout.resources), "SPREAD"),
-        RoleDemand("sandbox", sandbox.workers, {"CPU": 1.0}, "SPREAD"),
+        RoleDemand("sandbox", sandbox.workers, bundle(sandbox.num_cpus, 0, {}), "SPREAD"),
     ]
 
 

@@ -1,15 +1,15 @@
 """cgrpo's pure-torch core for masked diffusion LMs: models, masking, sampler, estimators, AR-ness.
 
 Nothing here knows about Ray, DeepSpeed or Redis, so every piece is testable alone.
-Names are imported lazily: ``from dllm.errors import CgrpoError`` (what every CLI
-command and the dashboard need) must not pay for importing torch and transformers.
+Names are imported lazily: ``from dllm.errors import DLLMError`` must not pay for importing
+torch and transformers.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
     "global_arness": "dllm.arness", "local_arness": "dllm.arness",
-    "CgrpoError": "dllm.errors", "DLLMError": "dllm.errors",
+    "DLLMError": "dllm.errors",
     "coupled_logps": "dllm.estimators", "d1_logps": "dllm.estimators", "decoupled_logps": "dllm.estimators",
     "estimate_logps": "dllm.estimators",
     "elbo_loss": "dllm.masking", "forward_process": "dllm.masking",

@@ -1,9 +1,6 @@
-"""The one error family users see: each area raises its own subclass with a message that
-names the field or file at fault and what would fix it; the CLI prints it without a traceback."""
+"""The torch core's user-facing error type (part of the family rooted in :mod:`errors`)."""
 
-
-class CgrpoError(Exception):
-    """Base of every user-facing cgrpo error."""
+from errors import CgrpoError
 
 
 class DLLMError(CgrpoError):

@@ -149,3 +149,19 @@ def collate(rollouts: list[RolloutBatch], pad_token_id: int = 0) -> RolloutBatch
     return RolloutBatch(sequences=torch.cat(seqs), attention_mask=torch.cat(attn), prompt_len=p_max,
                         completion_mask=torch.cat(cmask).float(), advantages=torch.cat(adv),
                         step=min(r.step for r in rollouts))
+
+
+def from_token_rows(prompts: list[list[int]], completions: list[list[int]], advantages: torch.Tensor, *,
+                    pad_token_id: int, eos_token_id: int | None, step: int = 0) -> RolloutBatch:
+    """A batch from each rollout's prompt ids and its ``N`` generated ids (EOS padding
+    included), with one advantage per rollout: what the recipe builds from its rollouts."""
+    if not (len(prompts) == len(completions) == len(advantages)):
+        raise LearnerError(f"from_token_rows: {len(prompts)} prompts, {len(completions)} completions and "
+                           f"{len(advantages)} advantages must match")
+    rows = []
+    for prompt, completion, advantage in zip(prompts, completions, torch.as_tensor(advantages, dtype=torch.float32)):
+        seq = torch.tensor([list(prompt) + list(completion)], dtype=torch.long)
+        rows.append(RolloutBatch(sequences=seq, attention_mask=torch.ones_like(seq), prompt_len=len(prompt),
+                                 completion_mask=completion_mask_from_eos(seq, len(prompt), eos_token_id),
+                                 advantages=advantage.view(1), step=step))
+    return collate(rows, pad_token_id=pad_token_id)

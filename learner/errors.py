@@ -1,6 +1,6 @@
 """The learner's one user-facing error type."""
 
-from dllm.errors import CgrpoError
+from errors import CgrpoError
 
 
 class LearnerError(CgrpoError):

@@ -20,10 +20,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from learner.batch import RolloutBatch
 from learner.errors import LearnerError
-from learner.grpo import GRPOConfig
-
-STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
+from learner.config import GRPOConfig, LearnerConfig
 
 class LearnerActor:
     """Ray actor body: sets the rendezvous environment, then delegates to a LearnerWorker."""
@@ -37,12 +34,13 @@ class LearnerActor:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, model_path: str, config: dict, master_addr: str, master_port: int) -> dict:
+    def setup(self, model_path: str, grpo: GRPOConfig, learner: LearnerConfig, total_steps: int, seed: int,
+              master_addr: str, master_port: int) -> dict:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")  # Ray shows each actor only its GPUs
         from learner.worker import LearnerWorker
 
-        self.worker = LearnerWorker(model_path, GRPOConfig.from_dict(config), rank=self.rank,
+        self.worker = LearnerWorker(model_path, grpo, learner, total_steps=total_steps, seed=seed, rank=self.rank,
                                     world_size=self.world_size)
         return {"rank": self.rank, "pid": os.getpid(), "node": ray.util.get_node_ip_address(),
                 "device": str(self.worker.device)}
@@ -50,8 +48,8 @@ class LearnerActor:
     def train_step(self, batch: RolloutBatch) -> dict:
         return self.worker.train_step(batch)
 
-    def get_weights(self, version: int) -> dict | None:
-        state = self.worker.get_weights(version)
+    def publish_weights(self, version: int) -> dict | None:
+        state = self.worker.publish_weights(version)
         return state if self.rank == 0 else None
 
     def save(self, path: str, extra: dict | None) -> str:
@@ -73,53 +71,46 @@ class LearnerActor:
 
 
 class LearnerGroup:
-    """``num_workers`` data-parallel DeepSpeed ranks behind one object.
+    """``learner.workers`` data-parallel DeepSpeed ranks behind one object.
 
-    ``model_path`` is an HF folder ``dllm.load_model`` reads (every node must see it);
-    ``config`` is a :class:`GRPOConfig` or its dict. ``resources`` adds custom Ray
-    resources to every rank's bundle (e.g. ``{"learner_node": 1}``).
+    ``model_path`` is an HF folder ``dllm.load_model`` reads (every node must see it). The
+    configs go to every rank as they are; ``total_steps`` (rollout batches the cosine spans)
+    and ``seed`` come from the job's run section.
     """
 
-    def __init__(self, model_path: str | Path, config: GRPOConfig | dict | None = None, num_workers: int = 1,
-                 num_gpus_per_worker: float = 0, resources: dict | None = None, placement_strategy: str = "PACK",
-                 num_cpus_per_worker: float = 1, ready_timeout_s: float = 600.0):
-        self.config = config if isinstance(config, GRPOConfig) else GRPOConfig.from_dict(config)
-        if num_workers < 1:
-            raise LearnerError(f"learner.num_workers must be >= 1 (got {num_workers})")
-        if num_gpus_per_worker < 0 or num_cpus_per_worker <= 0:
-            raise LearnerError("learner: num_gpus_per_worker must be >= 0 and num_cpus_per_worker > 0")
-        if placement_strategy not in STRATEGIES:
-            raise LearnerError(f"learner.placement_strategy must be one of {', '.join(STRATEGIES)} "
-                               f"(got {placement_strategy!r})")
+    def __init__(self, model_path: str | Path, grpo: GRPOConfig | None = None, learner: LearnerConfig | None = None,
+                 *, total_steps: int = 1000, seed: int = 0, ready_timeout_s: float = 600.0):
+        self.config = grpo or GRPOConfig()
+        self.learner_config = lc = learner or LearnerConfig()
         if not (Path(model_path) / "config.json").is_file():
             raise LearnerError(f"learner model folder {str(model_path)!r} has no config.json")
         self.model_path = str(Path(model_path).resolve())
-        self.num_workers = num_workers
+        self.num_workers = lc.workers
         if not ray.is_initialized():
             ray.init()
-        bundle = {"CPU": num_cpus_per_worker, **(resources or {})}
-        if num_gpus_per_worker:
-            bundle["GPU"] = num_gpus_per_worker
-        self._pg = placement_group([dict(bundle) for _ in range(num_workers)], strategy=placement_strategy)
+        bundle = {"CPU": lc.num_cpus, **lc.resources}
+        if lc.num_gpus:
+            bundle["GPU"] = lc.num_gpus
+        self._pg = placement_group([dict(bundle) for _ in range(lc.workers)], strategy=lc.placement)
         ready, _ = ray.wait([self._pg.ready()], timeout=ready_timeout_s)
         if not ready:
             remove_placement_group(self._pg)
-            raise LearnerError(f"learner: the Ray cluster cannot place {num_workers} x {bundle} "
-                               f"({placement_strategy}) within {ready_timeout_s:.0f}s; lower num_workers or "
+            raise LearnerError(f"learner: the Ray cluster cannot place {lc.workers} x {bundle} "
+                               f"({lc.placement}) within {ready_timeout_s:.0f}s; lower learner.workers or "
                                "add resources")
-        env = {"DS_ACCELERATOR": "cuda" if num_gpus_per_worker else "cpu", "TOKENIZERS_PARALLELISM": "false"}
+        env = {"DS_ACCELERATOR": "cuda" if lc.num_gpus else "cpu", "TOKENIZERS_PARALLELISM": "false"}
         actor_cls = ray.remote(LearnerActor)
         self._actors = [
-            actor_cls.options(num_cpus=num_cpus_per_worker, num_gpus=num_gpus_per_worker, resources=resources or {},
+            actor_cls.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, resources=dict(lc.resources),
                               runtime_env={"env_vars": env}, max_concurrency=1,
                               scheduling_strategy=PlacementGroupSchedulingStrategy(
                                   placement_group=self._pg, placement_group_bundle_index=rank))
-            .remote(rank, num_workers)
-            for rank in range(num_workers)
+            .remote(rank, lc.workers)
+            for rank in range(lc.workers)
         ]
         try:
             addr, port = ray.get(self._actors[0].address.remote())
-            self.workers_info = ray.get([a.setup.remote(self.model_path, self.config.model_dump(mode="json"),
+            self.workers_info = ray.get([a.setup.remote(self.model_path, self.config, lc, total_steps, seed,
                                                         addr, port) for a in self._actors])
         except Exception:
             self.shutdown()
@@ -131,7 +122,7 @@ class LearnerGroup:
     def train_step(self, batch: RolloutBatch) -> dict[str, float]:
         """One coupled-GRPO update on the global batch, split across the ranks; the metrics
         are global (averaged over ranks; ``step_time_s`` is the slowest rank's)."""
-        shards = batch.shard(self.num_workers, multiple=self.config.gradient_accumulation_steps)
+        shards = batch.shard(self.num_workers, multiple=self.learner_config.gradient_accumulation_steps)
         results = ray.get([a.train_step.remote(s) for a, s in zip(self._actors, shards)])
         metrics = {k: sum(r[k] for r in results) / len(results) for k in results[0]}
         metrics["step_time_s"] = max(r["step_time_s"] for r in results)
@@ -139,16 +130,16 @@ class LearnerGroup:
         metrics["optimizer_steps"] = int(results[0]["optimizer_steps"])
         return metrics
 
-    def get_weights_ref(self, version: int) -> ray.ObjectRef:
+    def publish_weights(self, version: int) -> ray.ObjectRef:
         """A Ray ObjectRef to the full policy state dict (checkpoint names, CPU tensors), put in
         the object store once by rank 0 and owned by the caller, for the rollout pool to read."""
-        refs = [a.get_weights.remote(version) for a in self._actors]
+        refs = [a.publish_weights.remote(version) for a in self._actors]
         ray.get(refs[1:])  # the others only take part in the ZeRO-3 gather
         ray.wait(refs[:1], num_returns=1)
         return refs[0]
 
     def get_weights(self, version: int) -> dict:
-        return ray.get(self.get_weights_ref(version))
+        return ray.get(self.publish_weights(version))
 
     def save(self, path: str | Path, extra: dict | None = None) -> Path:
         """Checkpoint every rank (path must be on storage all learner nodes share)."""

@@ -1,6 +1,7 @@
-"""Coupled-GRPO as pure functions: the config, group advantages and the clipped token loss.
+"""Coupled-GRPO as pure functions: group advantages, the per-token log-prob estimate on a
+slice of a global batch, and the clipped token loss (docs/design.md derives them).
 
-DESIGN.md §3 is the spec. For a group of ``G`` completions of one prompt with rewards
+For a group of ``G`` completions of one prompt with rewards
 ``r_1..r_G``, the advantage is ``A_i = r_i - mean(r)`` (divided by ``std(r) + eps`` when
 ``scale_rewards``). With ``rho = exp(logp_new - logp_old)`` the loss of completion token
 ``k`` of completion ``i`` is
@@ -18,136 +19,15 @@ Nothing here knows about DeepSpeed or Ray; :mod:`learner.worker` feeds these fun
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dllm.estimators import Pass, coupled_passes, decoupled_passes, full_pass, pass_logps
+from dllm.estimators import combine as _combine
+from learner.batch import RolloutBatch
+from learner.config import GRPOConfig
 from learner.errors import LearnerError
 
-ESTIMATORS = ("coupled", "decoupled", "d1")
 
-
-def _format_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(x) for x in err.get("loc", ())) or "config"
-        msg = err.get("msg", "invalid value")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field (check its spelling against docs/learner.md)"
-        parts.append(f"grpo.{field}: {msg} (got {err.get('input')!r})")
-    return "; ".join(parts)
-
-
-class GRPOConfig(BaseModel):
-    """Every knob of the coupled-GRPO learner, with the ml-diffucoder recipe's defaults.
-
-    It is the job config's ``grpo:`` section, 1:1. Bad values raise :class:`LearnerError`
-    naming the field. docs/learner.md lists each field with its meaning.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # --- the log-prob estimator (DESIGN.md §3) ------------------------------------------
-    estimator: Literal["coupled", "decoupled", "d1"] = Field(
-        "coupled", description="per-token log-prob estimator: 'coupled' (λ pairs of complementary masks, the "
-                               "method), 'decoupled' (2λ independent masks, same cost), 'd1' (one fully masked pass)")
-    num_pairs: int = Field(1, ge=1, description="λ: mask pairs per estimate (decoupled uses 2λ independent masks)")
-    t_range: tuple[float, float] = Field(
-        (0.2, 0.8), description="mask ratio t ~ U(low, high), one draw per pair: ratio of completion tokens masked "
-                                "in the first pass of the pair; the second masks exactly the complement (1-t)")
-    full_pass_included: bool = Field(
-        True, description="add the pass with the whole completion masked (weight 1): estimate = (full + weighted "
-                          "masked read) / 2, the reference 3-pass recipe")
-    p_mask_prompt: float = Field(0.0, ge=0.0, lt=1.0,
-                                 description="probability of masking each prompt token in coupled/decoupled passes")
-    d1_p_mask_prompt: float = Field(0.15, ge=0.0, lt=1.0,
-                                    description="prompt masking probability of the d1 baseline's passes")
-    d1_num_passes: int = Field(1, ge=1, description="fully masked passes d1 averages, each with its own prompt "
-                                                    "mask (1 in d1; more only to compare estimators at equal cost)")
-    random_masking: bool = Field(
-        True, description="a fresh mask seed per inner iteration (true) or the fixed mask_seed every time (false); "
-                          "within one iteration policy, old policy and reference always share the seed")
-    mask_seed: int = Field(42, ge=0, description="the mask seed used when random_masking is false")
-    logp_max_batch: int | None = Field(
-        None, ge=1, description="max rows per model call when stacking the estimator's passes (None: all at once)")
-
-    # --- GRPO ---------------------------------------------------------------------------
-    num_generations: int = Field(10, ge=2, description="G: completions sampled per prompt (one advantage group)")
-    num_iterations: int = Field(2, ge=1, description="μ: optimiser steps per rollout batch; old log-probs are "
-                                                    "computed once per batch, before the first of them")
-    beta: float = Field(0.01, ge=0.0, description="β: weight of the k3 KL penalty to the reference model "
-                                                  "(0 disables it and no reference model is kept)")
-    kl_clamp: float | None = Field(
-        10.0, gt=0.0, description="upper bound of each token's k3 KL term (None: unbounded). The estimate's 1/t "
-                                  "weights amplify log-ratios and k3 grows exponentially in them: one collapsed "
-                                  "token can reach 1e4 and its gradient drown the policy gradient of the whole "
-                                  "step. The bound only bites on such tokens (verl clamps the same way)")
-    ref_sync_every: int = Field(64, ge=0, description="copy the policy into the reference model every this many "
-                                                      "optimiser steps (0: never, the reference stays the start model)")
-    epsilon: float = Field(0.5, gt=0.0, lt=1.0, description="ε: the ratio is clipped to [1-ε, 1+ε]")
-    scale_rewards: bool = Field(False, description="divide advantages by the group's reward std (+ advantage_eps); "
-                                                   "false: advantage = reward - group mean")
-    advantage_eps: float = Field(1e-4, gt=0.0, description="added to the group std when scale_rewards is true")
-    loss_normalisation: Literal["tokens", "sequence"] = Field(
-        "tokens", description="'tokens': sum over all completion tokens of the batch / their count (reference); "
-                              "'sequence': mean per completion, then mean over completions")
-
-    # --- optimiser and schedule ---------------------------------------------------------
-    lr: float = Field(1e-6, gt=0.0, description="peak learning rate (AdamW)")
-    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine decay ends at lr * min_lr_ratio")
-    warmup_steps: int = Field(0, ge=0, description="optimiser steps of linear warm-up from 0 to lr")
-    total_steps: int = Field(1000, ge=1, description="train steps (rollout batches) the cosine schedule spans; "
-                                                     "it decays over total_steps * num_iterations optimiser steps")
-    max_grad_norm: float = Field(0.2, gt=0.0, description="global gradient-norm clip")
-    adam_betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW (β1, β2)")
-    adam_eps: float = Field(1e-8, gt=0.0, description="AdamW ε")
-    weight_decay: float = Field(0.1, ge=0.0, description="AdamW decoupled weight decay (not applied to biases "
-                                                         "and norm weights)")
-
-    # --- engine -------------------------------------------------------------------------
-    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage: 1 shards optimiser state, 2 also "
-                                                       "gradients, 3 also parameters (0: plain data parallel)")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="micro-batches per rank per optimiser step; each "
-                                                                  "rank's shard is split into this many")
-    dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="training dtype: 'auto' = bf16 on GPU, "
-                                                                       "fp32 on CPU")
-    seed: int = Field(0, ge=0, description="base seed of the learner's RNGs and of the per-step mask seeds")
-
-    def __init__(self, **data):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise LearnerError(_format_validation_error(exc)) from None
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> GRPOConfig:
-        """Build from a YAML/JSON mapping (the job's ``grpo:`` section)."""
-        if data is not None and not isinstance(data, dict):
-            raise LearnerError(f"grpo: expected a mapping of fields, got {type(data).__name__}")
-        return cls(**(data or {}))
-
-    @model_validator(mode="after")
-    def _check_pairs(self) -> GRPOConfig:
-        lo, hi = self.t_range
-        if not 0.0 < lo <= hi < 1.0:
-            raise ValueError(f"t_range must satisfy 0 < low <= high < 1 (got {self.t_range})")
-        b1, b2 = self.adam_betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"adam_betas must both be in [0, 1) (got {self.adam_betas})")
-        return self
-
-    def estimator_kwargs(self) -> dict:
-        """Keyword arguments of the chosen ``dllm.estimators`` function."""
-        if self.estimator == "d1":
-            return {"p_mask_prompt": self.d1_p_mask_prompt, "num_passes": self.d1_num_passes,
-                    "max_batch": self.logp_max_batch}
-        return {"num_pairs": self.num_pairs, "t_range": tuple(self.t_range),
-                "full_pass_included": self.full_pass_included, "p_mask_prompt": self.p_mask_prompt,
-                "max_batch": self.logp_max_batch}
-
-
-# ---------------------------------------------------------------------------------------
 def group_advantages(rewards: torch.Tensor, num_generations: int | None = None, *, scale_rewards: bool = False,
                      eps: float = 1e-4) -> torch.Tensor:
     """``A_i = r_i - mean_group(r)`` (``/ (std_group(r) + eps)`` when ``scale_rewards``).
@@ -241,14 +121,63 @@ def grpo_token_loss(new_logps: torch.Tensor, old_logps: torch.Tensor, ref_logps:
         metrics["tokens"] = n
     return loss, metrics
 
+# --------------------------------------------------------------------------- the estimate on a batch slice
+# ``dllm.estimators`` draws its masks for the batch it is given. A data-parallel rank (or one
+# gradient-accumulation micro-batch) holds only some rows of the global batch, and drawing
+# masks for those rows alone would give it other masks than a single worker gets for the same
+# rows. So the passes are drawn for the *global* shape ``[global_size, N]`` with the step's
+# seed, and each caller keeps its own rows: the result equals the rows of
+# ``dllm.estimate_logps`` on the whole batch (tested), whatever the sharding.
 
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.1) -> float:
-    """Multiplier of the peak lr after ``step`` optimiser steps: linear warm-up from 0, then
-    cosine from 1 down to ``min_lr_ratio`` at ``total_steps`` (held there afterwards)."""
-    import math
+def _d1_passes(global_size: int, n: int, prompt_len: int, *, p_mask_prompt: float, seed: int, device,
+               num_passes: int = 1) -> list[Pass]:
+    """d1's passes exactly as ``dllm.d1_logps`` draws them (completion fully masked, prompt
+    masked at ``p_mask_prompt``); the attention mask is applied per rank afterwards."""
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    passes = []
+    for _ in range(num_passes):
+        if p_mask_prompt > 0:
+            prompt = torch.rand((global_size, prompt_len), generator=gen, device=device) < p_mask_prompt
+        else:
+            prompt = torch.zeros((global_size, prompt_len), dtype=torch.bool, device=device)
+        passes.append(Pass(torch.ones((global_size, n), dtype=torch.bool, device=device), prompt,
+                           torch.ones(global_size, device=device)))
+    return passes
 
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+def global_passes(config: GRPOConfig, global_size: int, n: int, prompt_len: int, seed: int, device) -> list[Pass]:
+    """The estimator's masked passes for the whole global batch (full pass not included)."""
+    if config.estimator == "d1":
+        return _d1_passes(global_size, n, prompt_len, p_mask_prompt=config.d1_p_mask_prompt, seed=seed, device=device,
+                          num_passes=config.d1_num_passes)
+    build = coupled_passes if config.estimator == "coupled" else decoupled_passes
+    return build(global_size, n, prompt_len, num_pairs=config.num_pairs, t_range=tuple(config.t_range),
+                 p_mask_prompt=config.p_mask_prompt, seed=seed, device=device)
+
+
+def _rows_of(p: Pass, start: int, stop: int, prompt_attn: torch.Tensor) -> Pass:
+    return Pass(p.completion_masked[start:stop], p.prompt_masked[start:stop] & prompt_attn.bool(),
+                p.weight[start:stop])
+
+
+def batch_logps(model, batch: RolloutBatch, config: GRPOConfig, seed: int) -> torch.Tensor:
+    """Estimated ``log p(o_k | c)`` ``[b, N]`` for the batch's rows, masks drawn for the global batch.
+
+    ``model`` is anything with ``__call__(input_ids, attention_mask) -> logits`` and
+    ``mask_token_id`` (a ``DiffusionLM`` or a DeepSpeed engine wrapping one). Gradients flow
+    when called outside ``torch.no_grad``.
+    """
+    device = batch.sequences.device
+    n, plen = batch.completion_len, batch.prompt_len
+    global_size = batch.global_size or batch.size
+    start, stop = batch.row_offset, batch.row_offset + batch.size
+    prompt_attn = batch.attention_mask[:, :plen]
+    passes = [_rows_of(p, start, stop, prompt_attn)
+              for p in global_passes(config, global_size, n, plen, seed, device)]
+    if config.estimator == "d1":
+        reads = pass_logps(model, batch.sequences, plen, passes, batch.attention_mask, config.logp_max_batch)
+        return reads.mean(0)
+    with_full = config.full_pass_included
+    all_passes = ([full_pass(batch.size, n, plen, device)] if with_full else []) + passes
+    reads = pass_logps(model, batch.sequences, plen, all_passes, batch.attention_mask, config.logp_max_batch)
+    return _combine(reads, passes, config.num_pairs, with_full)

@@ -12,7 +12,7 @@ before constructing it, as OpenRLHF does; alone (world size 1) it sets them itse
   steps, each with one mask seed shared by policy, old policy and reference.
 * A frozen reference model when ``beta > 0``, copied from the policy every
   ``ref_sync_every`` optimiser steps (partitioned like the policy under ZeRO-3).
-* ``get_weights`` / ``export_hf`` consolidate full tensors (``GatheredParameters`` under
+* ``publish_weights`` / ``export_hf`` consolidate full tensors (``GatheredParameters`` under
   ZeRO-3); ``save`` / ``load`` restore model, optimiser, scheduler, reference, RNG states,
   counters and the caller's ``extra`` (data cursor) exactly.
 """
@@ -35,8 +35,9 @@ import torch
 import dllm
 from learner.batch import RolloutBatch
 from learner.errors import LearnerError
-from learner.grpo import GRPOConfig, grpo_token_loss, lr_factor
-from learner.logps import batch_logps
+from dllm.schedule import decay_param_groups, warmup_cosine
+from learner.config import GRPOConfig, LearnerConfig
+from learner.grpo import batch_logps, grpo_token_loss
 
 STATE_FILE = "learner_state.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -64,14 +65,7 @@ def _import_deepspeed(on_gpu: bool):
     return deepspeed
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices and embeddings; never biases or norm weights (HF Trainer / nanoGPT rule)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def deepspeed_config(config: GRPOConfig, world_size: int, bf16: bool, with_optimizer: bool = True) -> dict:
+def deepspeed_config(config: LearnerConfig, world_size: int, bf16: bool, with_optimizer: bool = True) -> dict:
     """The DeepSpeed config dict of the policy (or, without optimiser, the reference) engine."""
     cfg = {
         "train_micro_batch_size_per_gpu": 1,
@@ -95,9 +89,13 @@ def deepspeed_config(config: GRPOConfig, world_size: int, bf16: bool, with_optim
 class LearnerWorker:
     """One rank: policy engine, optional reference model, and the coupled-GRPO step."""
 
-    def __init__(self, model_path: str | Path, config: GRPOConfig | dict | None = None, *,
-                 rank: int | None = None, world_size: int | None = None):
-        self.config = config if isinstance(config, GRPOConfig) else GRPOConfig.from_dict(config)
+    def __init__(self, model_path: str | Path, grpo: GRPOConfig | None = None, learner: LearnerConfig | None = None,
+                 *, total_steps: int = 1000, seed: int = 0, rank: int | None = None, world_size: int | None = None):
+        self.config = grpo or GRPOConfig()
+        self.learner_config = learner or LearnerConfig()
+        self.total_steps, self.seed = int(total_steps), int(seed)
+        if self.total_steps < 1:
+            raise LearnerError(f"LearnerWorker: total_steps must be >= 1 (got {total_steps})")
         self.model_path = Path(model_path)
         self.rank = int(os.environ.get("RANK", "0") if rank is None else rank)
         self.world_size = int(os.environ.get("WORLD_SIZE", "1") if world_size is None else world_size)
@@ -120,20 +118,22 @@ class LearnerWorker:
             self.device = torch.device("cpu")
         if not torch.distributed.is_initialized():
             ds.init_distributed(dist_backend="nccl" if self.on_gpu else "gloo")
-        self.bf16 = self.config.dtype == "bf16" or (self.config.dtype == "auto" and self.on_gpu)
+        lc = self.learner_config
+        self.bf16 = lc.dtype == "bf16" or (lc.dtype == "auto" and self.on_gpu)
         if self.bf16 and not self.on_gpu:
-            raise LearnerError("grpo.dtype: bf16 training needs a GPU; use 'auto' or 'fp32' on CPU")
+            raise LearnerError("learner.dtype: bf16 training needs a GPU; use 'auto' or 'fp32' on CPU")
 
-        self._seed_everything(self.config.seed)
+        self._seed_everything(self.seed)
         model = dllm.load_model(self.model_path)  # fp32; DeepSpeed casts to bf16 and keeps fp32 masters
-        cfg = self.config
+        # The cosine spans every optimiser step of the job: num_iterations per rollout batch.
+        optimiser_steps = self.total_steps * self.config.num_iterations
         schedule = lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total_steps=cfg.total_steps * cfg.num_iterations,
-                                     warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio))
+            opt, lambda s: warmup_cosine(s, s / optimiser_steps, warmup_steps=lc.warmup_steps,
+                                         min_lr_ratio=lc.min_lr_ratio))
         self.engine, self.optimizer, _, self.scheduler = ds.initialize(
-            model=model, model_parameters=_param_groups(model, cfg.weight_decay),
-            config=deepspeed_config(cfg, self.world_size, self.bf16), lr_scheduler=schedule)
-        self.ref = self._make_reference() if cfg.beta > 0 else None
+            model=model, model_parameters=decay_param_groups(model, lc.weight_decay),
+            config=deepspeed_config(lc, self.world_size, self.bf16), lr_scheduler=schedule)
+        self.ref = self._make_reference() if self.config.beta > 0 else None
         self.step = 0             # train_step calls (rollout batches)
         self.optimizer_steps = 0  # optimiser updates (num_iterations per train_step)
         self.weight_version = 0
@@ -141,7 +141,7 @@ class LearnerWorker:
     # --- helpers ------------------------------------------------------------------------
     @property
     def zero3(self) -> bool:
-        return self.config.zero_stage == 3
+        return self.learner_config.zero_stage == 3
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -165,7 +165,7 @@ class LearnerWorker:
         ref.requires_grad_(False)
         if self.zero3:
             engine, *_ = self._ds.initialize(model=ref, config=deepspeed_config(
-                self.config, self.world_size, self.bf16, with_optimizer=False))
+                self.learner_config, self.world_size, self.bf16, with_optimizer=False))
             engine.eval()
             self._ref_engine = engine  # keeps ZeRO-3's partitioning hooks alive
             return engine.module
@@ -188,7 +188,7 @@ class LearnerWorker:
         cfg = self.config
         if not cfg.random_masking:
             return [cfg.mask_seed] * cfg.num_iterations
-        rng = random.Random(cfg.seed * 1_000_003 + self.step)
+        rng = random.Random(self.seed * 1_000_003 + self.step)
         return [rng.randrange(2**31 - 1) for _ in range(cfg.num_iterations)]
 
     def _all_reduce(self, values: list[float], op) -> list[float]:
@@ -207,7 +207,7 @@ class LearnerWorker:
         """
         t0 = time.perf_counter()
         cfg = self.config
-        gas = cfg.gradient_accumulation_steps
+        gas = self.learner_config.gradient_accumulation_steps
         if batch.global_size is None:
             batch = batch.pad_rows(gas)
         elif batch.size % gas:
@@ -276,7 +276,7 @@ class LearnerWorker:
         }
 
     # --- weights out ----------------------------------------------------------------------
-    def get_weights(self, version: int) -> dict[str, torch.Tensor]:
+    def publish_weights(self, version: int) -> dict[str, torch.Tensor]:
         """The full policy state dict on CPU in the checkpoint's own names, on rank 0 (``{}``
         elsewhere). Every rank must call it: under ZeRO-3 the gather is collective."""
         state: dict[str, torch.Tensor] = {}
@@ -328,8 +328,9 @@ class LearnerWorker:
         self._barrier()
         if self.rank == 0:
             state = {"step": self.step, "optimizer_steps": self.optimizer_steps, "weight_version": self.weight_version,
-                     "world_size": self.world_size, "zero_stage": self.config.zero_stage,
-                     "model_path": str(self.model_path), "config": self.config.model_dump(mode="json"),
+                     "world_size": self.world_size, "zero_stage": self.learner_config.zero_stage,
+                     "model_path": str(self.model_path), "grpo": self.config.model_dump(mode="json"),
+                     "learner": self.learner_config.model_dump(mode="json"),
                      "extra": extra}
             tmp = path / (STATE_FILE + ".tmp")
             tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -345,10 +346,10 @@ class LearnerWorker:
         if not state_file.is_file():
             raise LearnerError(f"{state_file} is missing: {path} is not a complete learner checkpoint")
         state = json.loads(state_file.read_text())
-        if state["world_size"] != self.world_size or state["zero_stage"] != self.config.zero_stage:
+        if state["world_size"] != self.world_size or state["zero_stage"] != self.learner_config.zero_stage:
             raise LearnerError(
                 f"{path}: saved with {state['world_size']} learner workers under ZeRO-{state['zero_stage']}; "
-                f"resume with the same (now {self.world_size} workers, ZeRO-{self.config.zero_stage})")
+                f"resume with the same (now {self.world_size} workers, ZeRO-{self.learner_config.zero_stage})")
         load_path, _ = self.engine.load_checkpoint(str(path / "deepspeed"), load_optimizer_states=True,
                                                    load_lr_scheduler_states=True)
         if load_path is None:

@@ -2,7 +2,7 @@
 
 Every area keeps its commands next to its code (``sandbox/cli.py`` ...) and exposes
 ``register(subparsers)``; this file only assembles them and turns user errors
-(:class:`dllm.errors.CgrpoError`) into one line on stderr and exit status 2.
+(:class:`errors.CgrpoError`) into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,15 +11,18 @@ import argparse
 import importlib
 import sys
 
-from dllm.errors import CgrpoError
+from errors import CgrpoError
 
 # Modules that contribute sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = [
-    "orchestrator.jobs_cli",      # demo, submit, status, logs, stop, list, scale, run
-    "orchestrator.tasks.cli",     # data stats, eval
-    "learner.cli",                # pretrain, adapt
+    "orchestrator.local_stack",   # demo
+    "orchestrator.job_commands",  # submit, status, list, logs, stop, scale
+    "orchestrator.driver",        # run
+    "tasks.cli",                  # data stats, data build-codeio
+    "evaluation.cli",             # eval
+    "modelprep.cli",              # pretrain, adapt
     "sandbox.cli",                # sandbox run
-    "orchestrator.dashboard.cli", # dashboard
+    "dashboard.cli",              # dashboard
     "orchestrator.experiment",    # experiment
 ]
 

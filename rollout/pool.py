@@ -16,28 +16,11 @@ from dataclasses import dataclass, field
 
 import ray
 
+from rollout.config import RolloutConfig, SamplingConfig
+from rollout.record import GenerationStats, Prompt, Rollout
 from rollout.worker import RolloutWorker
 
 RolloutActor = ray.remote(max_restarts=4, max_task_retries=3)(RolloutWorker)
-
-
-@dataclass
-class PoolStats:
-    """What one :meth:`RolloutPool.generate` call cost: for throughput and idle metrics."""
-
-    wall_s: float = 0.0
-    busy_s: float = 0.0
-    tokens: int = 0
-    actors: int = 0
-
-    @property
-    def idle_fraction(self) -> float:
-        capacity = self.wall_s * max(self.actors, 1)
-        return max(0.0, 1.0 - self.busy_s / capacity) if capacity > 0 else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
 
 
 @dataclass
@@ -78,18 +61,23 @@ class RolloutPool:
             ray.kill(self.actors.pop())
         self.num_actors = n
 
+    @classmethod
+    def from_config(cls, model_path: str, config: RolloutConfig) -> RolloutPool:
+        return cls(model_path, config.actors, num_cpus=config.num_cpus, num_gpus=config.num_gpus,
+                   resources=dict(config.resources), threads=config.threads)
+
     def push_weights(self, version: int, weights_ref) -> list[int]:
         """Every actor reads ``weights_ref`` (put once in the object store); returns their versions."""
         self.version = version
         self._holder = [weights_ref]
         return ray.get([a.set_weights.remote(version, self._holder) for a in self.actors])
 
-    def generate(self, requests: list[dict], *, num_generations: int, sampling: dict, seed: int,
-                 ) -> tuple[list[dict], PoolStats]:
-        """All completions for ``requests``, in request order, plus what it cost."""
-        chunks = deque((i, requests[i:i + self.chunk_prompts]) for i in range(0, len(requests), self.chunk_prompts))
-        results: dict[int, list[dict]] = {}
-        stats = PoolStats(actors=len(self.actors))
+    def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig, seed: int,
+                 ) -> tuple[list[Rollout], GenerationStats]:
+        """All completions of ``prompts``, in prompt order, plus what they cost."""
+        chunks = deque((i, prompts[i:i + self.chunk_prompts]) for i in range(0, len(prompts), self.chunk_prompts))
+        results: dict[int, list[Rollout]] = {}
+        stats = GenerationStats(actors=len(self.actors))
         free = deque(self.actors)
         inflight: dict = {}
         start = time.perf_counter()
@@ -115,9 +103,10 @@ class RolloutPool:
                     if not free and not inflight:
                         free.extend(self.actors)
                     continue
-                results[index] = reply["rollouts"]
-                stats.busy_s += reply["busy_s"]
-                stats.tokens += reply["tokens"]
+                rollouts, cost = reply
+                results[index] = rollouts
+                stats.busy_s += cost.busy_s
+                stats.tokens += cost.tokens
                 free.append(actor)
         stats.wall_s = time.perf_counter() - start
         return [r for i in sorted(results) for r in results[i]], stats

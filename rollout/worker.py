@@ -1,8 +1,9 @@
-"""The rollout worker: a model replica that turns prompts into G scored-to-be completions.
+"""The rollout worker: a model replica that turns prompts into G completions each.
 
-A plain object (tested without Ray); :mod:`rollout.pool` wraps it in Ray actors. It keeps
-the weight version it serves and refuses pushes that are not newer, so a slow or
-re-ordered push can never roll the policy back.
+A plain object (tested without Ray) that satisfies the recipe's rollout interface on its
+own (in-process runs); :mod:`rollout.pool` wraps several in Ray actors. It keeps the weight
+version it serves and refuses pushes that are not newer, so a slow or re-ordered push can
+never roll the policy back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 
 import dllm
 from dllm.arness import global_arness, local_arness
+from rollout.config import SamplingConfig
+from rollout.record import GenerationStats, Prompt, Rollout
 
 
 def _as_tensor(value) -> torch.Tensor:
@@ -53,9 +56,13 @@ class RolloutWorker:
         self.version = version
         return self.version
 
-    def generate(self, requests: list[dict], *, num_generations: int, sampling: dict, seed: int,
-                 min_version: int = 0, holder: list | None = None) -> dict[str, Any]:
-        """``num_generations`` completions for each ``{"task_id", "prompt"}`` request.
+    def push_weights(self, version: int, weights: Any) -> int:
+        """Serve ``weights`` (a state dict, or an object-store reference to one) as ``version``."""
+        return self.set_weights(version, [weights])
+
+    def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig, seed: int,
+                 min_version: int = 0, holder: list | None = None) -> tuple[list[Rollout], GenerationStats]:
+        """``num_generations`` completions of each prompt, prompt-major, and what they cost.
 
         When this worker serves an older version than ``min_version`` (it was restarted,
         or joined the pool late), it first loads the weights in ``holder``.
@@ -64,30 +71,24 @@ class RolloutWorker:
             self.set_weights(min_version, holder)
         start = time.perf_counter()
         prompt_ids = []
-        for req in requests:
-            ids = self.tokenizer.encode(req["prompt"], add_special_tokens=False)
+        for prompt in prompts:
+            ids = self.tokenizer.encode(prompt.text, add_special_tokens=False)
             prompt_ids.extend([ids] * num_generations)
-        gen = dllm.generate(self.model, prompt_ids, seed=seed, **sampling)
+        gen = dllm.generate(self.model, prompt_ids, seed=seed, **sampling.model_dump())
         elapsed = time.perf_counter() - start
         eos = {self.model.eos_token_id, self.model.pad_token_id} - {None}
         out = []
         for i, completion in enumerate(gen.completions):
-            req = requests[i // num_generations]
+            prompt = prompts[i // num_generations]
             order = gen.order[i].tolist()
             tokens = gen.sequences[i, gen.prompt_len:].tolist()
             answer = max(len(completion), 1)  # AR-ness of the answer, not of the EOS padding after it
-            out.append({
-                "task_id": req["task_id"],
-                "group": req.get("group", i // num_generations),
-                "prompt_ids": prompt_ids[i],
-                "completion_ids": tokens,
-                "completion_len": len(completion) + (1 if len(completion) < len(tokens) and tokens[len(completion)] in eos else 0),
-                "text": self.tokenizer.decode(completion, skip_special_tokens=True),
-                "order": order,
-                "arness_local": local_arness(order[:answer], 1),
-                "arness_global": global_arness(order[:answer], 1),
-                "version": self.version,
-                "worker_id": self.worker_id,
-            })
+            ends_with_eos = len(completion) < len(tokens) and tokens[len(completion)] in eos
+            out.append(Rollout(
+                task_id=prompt.task_id, group=prompt.group, prompt_ids=prompt_ids[i], completion_ids=tokens,
+                completion_len=len(completion) + int(ends_with_eos),
+                text=self.tokenizer.decode(completion, skip_special_tokens=True), order=order,
+                arness_local=local_arness(order[:answer], 1), arness_global=global_arness(order[:answer], 1),
+                version=self.version, worker_id=self.worker_id))
         tokens_total = len(gen.completions) * (gen.sequences.shape[1] - gen.prompt_len)
-        return {"rollouts": out, "busy_s": elapsed, "tokens": tokens_total, "info": self.info()}
+        return out, GenerationStats(wall_s=elapsed, busy_s=elapsed, tokens=tokens_total, actors=1)

@@ -1,6 +1,6 @@
 """The sandbox's one user-facing error type (see docs/contracts.md, "Errors")."""
 
-from dllm.errors import CgrpoError
+from errors import CgrpoError
 
 
 class SandboxError(CgrpoError):

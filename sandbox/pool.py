@@ -24,6 +24,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
 from sandbox.result import ExecResult
@@ -54,7 +55,7 @@ class SandboxWorker:
         return {"pid": os.getpid(), "backend": self.backend.name, "note": self.backend.note,
                 "executor": self.hello, "restarts": self.backend.restarts}
 
-    def score_batch(self, items: list[tuple[TaskView, str]]) -> list[RewardResult]:
+    def score(self, items: list[tuple[Any, str]]) -> list[RewardResult]:
         return [score_completion(task, completion, config=self.config, limits=self.limits,
                                  backend=self.backend) for task, completion in items]
 
@@ -131,6 +132,11 @@ class SandboxPool:
             self.backend_name = "+".join(used)
             self.backend_note += f" (workers chose: {', '.join(i['backend'] for i in self._infos)})"
 
+    @classmethod
+    def from_config(cls, config: SandboxConfig) -> SandboxPool:
+        return cls(config.workers, config.backend, config.limits, reward_config=config.rewards,
+                   num_cpus_per_worker=config.num_cpus)
+
     def _spawn(self):
         return self._actor_cls.remote(self.requested_backend, self.limits, self.config)
 
@@ -154,7 +160,7 @@ class SandboxPool:
     def score(self, items: list[tuple[Any, str]], job_id: str = "default") -> list[RewardResult]:
         """Score (task, completion) pairs; blocks until all are done; order preserved."""
         views = [(TaskView(t.prompt, t.entry_point, t.test), c) for t, c in items]
-        return self._execute(views, "score_batch", job_id)
+        return self._execute(views, "score", job_id)
 
     def run(self, programs: list[tuple[str, str | None]], job_id: str = "default") -> list[ExecResult]:
         """Run raw (program, tests) pairs; same batching and retries as :meth:`score`."""
@@ -241,7 +247,7 @@ class SandboxPool:
 
     @staticmethod
     def _failed(method: str, item, reason: str):
-        if method == "score_batch":
+        if method == "score":
             return worker_died(reason)
         return ExecResult(status="error", backend="none",
                           detail=f"sandbox failure: worker died twice while running this program ({reason})")

@@ -12,7 +12,7 @@ Two rules keep the reward honest:
   so neither junk that merely parses nor a hostile program is ever paid.
 
 A *task* is anything with ``prompt``, ``entry_point`` and ``test`` attributes (the
-``Task`` record of ``orchestrator/tasks``); this module does not import it.
+``Task`` record of :mod:`tasks`); this module does not import it.
 """
 
 from __future__ import annotations
@@ -33,12 +33,18 @@ MAX_CODE_CHARS = 200_000
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Weights and switches of the reward (one job-config slice)."""
+    """Weights and switches of the reward (the job's ``sandbox.rewards``).
+
+    code_weight             weight of the code reward (fraction of tests passed, DiffuCoder: 2.0)
+    format_weight           weight of the format reward (the completion holds code that parses: 0.5)
+    all_pass                code reward 1 only when every test passes (else the fraction passed)
+    format_needs_clean_run  format reward only for programs that ran within their limits
+    """
 
     code_weight: float = 2.0
     format_weight: float = 0.5
-    all_pass: bool = False  # code reward 1 only when every test passes (else the fraction)
-    format_needs_clean_run: bool = True  # format reward only for programs that ran within limits
+    all_pass: bool = False
+    format_needs_clean_run: bool = True
 
     def __post_init__(self) -> None:
         for name in ("code_weight", "format_weight"):

@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dllm  # noqa: E402
-from dllm.errors import CgrpoError  # noqa: E402
-from orchestrator.tasks.builtin import builtin_problems  # noqa: E402
-from orchestrator.tasks.evaluate import generate_completions, truncate_completion  # noqa: E402
+from errors import CgrpoError  # noqa: E402
+from tasks.builtin import builtin_problems  # noqa: E402
+from evaluation.evaluate import generate_completions, truncate_completion  # noqa: E402
 from sandbox.limits import Limits  # noqa: E402
 from sandbox.pool import SandboxWorker, TaskView  # noqa: E402
 from sandbox.rewards import RewardConfig  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> int:
     texts = [truncate_completion(c[0]) for c in completions]
     sandbox = SandboxWorker("auto", Limits(), RewardConfig())
     try:
-        results = sandbox.score_batch([(TaskView(t.prompt, t.entry_point, t.test), x) for t, x in zip(tasks, texts)])
+        results = sandbox.score([(TaskView(t.prompt, t.entry_point, t.test), x) for t, x in zip(tasks, texts)])
     finally:
         sandbox.shutdown()
     counts = Counter(kind(r, x, t.canonical_solution) for r, x, t in zip(results, texts, tasks))

@@ -54,8 +54,8 @@ if [ -f scripts/fetch_data.py ]; then
 fi
 
 # 3b. The dashboard's charting library (uPlot, pinned and hash-checked) via `npm pack`,
-#     copied into the git-ignored orchestrator/dashboard/static/vendor/.
-python -m orchestrator.dashboard.vendor >/dev/null \
+#     copied into the git-ignored dashboard/static/vendor/.
+python -m dashboard.vendor >/dev/null \
   || log "warning: uPlot not vendored (see above); the dashboard will show tables without charts"
 
 # 4. Redis on its own port (6379 is Ray's).

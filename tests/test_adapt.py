@@ -13,9 +13,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 import dllm
-from learner.adapt import AdaptConfig, adapt, causal_equivalence_error, shift_error
-from learner.errors import LearnerError
-from learner.pretrain import read_source, stdlib_files
+from modelprep.adapt import AdaptConfig, adapt, causal_equivalence_error, shift_error
+from modelprep.errors import ModelPrepError
+from modelprep.pretrain import read_source, stdlib_files
 from orchestrator.cli import main as cli_main
 
 
@@ -109,7 +109,7 @@ def test_cli_adapt_and_its_errors(tmp_path, capsys):
 
     assert cli_main(["adapt", "--from", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(LearnerError, match="a file must be a .gguf"):
+    with pytest.raises(ModelPrepError, match="a file must be a .gguf"):
         adapt(AdaptConfig(source=str(out / "config.json"), out=str(tmp_path / "x")))
     dream = dllm.dream_config(64, 63, 62, 61)
     bad = tmp_path / "not-ar"

@@ -8,8 +8,8 @@ import json
 import torch
 
 import dllm
-from learner.adapt import AdaptConfig, adapt
-from orchestrator.tasks.record import data_dir
+from modelprep.adapt import AdaptConfig, adapt
+from tasks.record import data_dir
 
 GGUF = data_dir() / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -6,25 +6,32 @@ import sys
 import pytest
 import yaml
 
-from orchestrator.config import ConfigError, JobConfig, load_config, parse_config
-from orchestrator.loop import TaskCursor
+from orchestrator.config import ConfigError, JobConfig, load_config, parse_config, with_overrides
+from orchestrator.recipe import TaskCursor
 
 
 def test_defaults_follow_the_reference_recipe():
     cfg = JobConfig()
-    assert (cfg.grpo.estimator, cfg.grpo.t_low, cfg.grpo.t_high) == ("coupled", 0.2, 0.8)
+    assert (cfg.grpo.estimator, cfg.grpo.t_range) == ("coupled", (0.2, 0.8))
     assert (cfg.grpo.beta, cfg.grpo.epsilon, cfg.grpo.num_iterations) == (0.01, 0.5, 2)
     assert cfg.grpo.ref_sync_every == 64 and cfg.grpo.scale_rewards is False
-    assert cfg.rollout.num_generations == 10 and cfg.rollout.temperature == 1.2 and cfg.rollout.alg == "entropy"
+    sampling = cfg.rollout.sampling
+    assert cfg.grpo.num_generations == 10 and sampling.temperature == 1.2 and sampling.alg == "entropy"
+    assert sampling.steps == sampling.max_new_tokens == 256 and sampling.top_p == 0.95
     assert cfg.learner.lr == 1e-6 and cfg.learner.max_grad_norm == 0.2 and cfg.learner.weight_decay == 0.1
 
 
 @pytest.mark.parametrize("data, message", [
     ({"rollout": {"actors": 0}}, "rollout.actors"),
-    ({"rollout": {"alg": "beam"}}, "rollout.alg"),
-    ({"rollout": {"steps": 64, "max_new_tokens": 32}}, "cannot exceed max_new_tokens"),
+    ({"rollout": {"sampling": {"alg": "beam"}}}, "rollout.sampling.alg"),
+    ({"rollout": {"sampling": {"steps": 64, "max_new_tokens": 32}}}, "cannot exceed max_new_tokens"),
+    ({"rollout": {"temperature": 1.0}}, "rollout.temperature: unknown field"),
     ({"grpo": {"estimator": "exact"}}, "grpo.estimator"),
-    ({"grpo": {"t_low": 0.9, "t_high": 0.1}}, "t_low"),
+    ({"grpo": {"t_range": [0.9, 0.1]}}, "t_range must satisfy"),
+    ({"sandbox": {"limits": {"memory_mb": 1}}}, "job.yaml: sandbox limit memory_mb=1 is out of range"),
+    ({"sandbox": {"limits": {"wall": 1}}}, "sandbox.limits.wall: unknown field"),
+    ({"sandbox": {"rewards": {"code_weight": -1}}}, "reward code_weight=-1"),
+    ({"learner": {"adam_betas": [0.9, 1.5]}}, "adam_betas must both be in"),
     ({"learner": {"zero_stage": 4}}, "learner.zero_stage"),
     ({"sandbox": {"backend": "vm"}}, "sandbox.backend"),
     ({"model": {"path": "/nowhere"}}, "no model folder"),
@@ -86,5 +93,35 @@ def test_config_algorithms_are_the_samplers():
     import typing
 
     import dllm
-    from orchestrator.config import RolloutSection
-    assert typing.get_args(RolloutSection.model_fields["alg"].annotation) == dllm.ALGORITHMS
+    from rollout.config import SamplingConfig
+    assert typing.get_args(SamplingConfig.model_fields["alg"].annotation) == dllm.ALGORITHMS
+
+
+def test_sampling_fields_are_the_samplers_keyword_arguments():
+    """rollout.sampling reaches dllm.generate unrenamed: every field is one of its parameters."""
+    import inspect
+
+    import dllm
+    from rollout.config import SamplingConfig
+    params = inspect.signature(dllm.generate).parameters
+    keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(SamplingConfig.model_fields) <= keyword_only - {"seed"}
+
+
+def test_learner_lr_reaches_the_deepspeed_optimizer_unchanged():
+    from learner.worker import deepspeed_config
+    cfg = parse_config({"learner": {"lr": 3.5e-4, "max_grad_norm": 0.7, "zero_stage": 1}}, "job.yaml")
+    ds = deepspeed_config(cfg.learner, world_size=2, bf16=False)
+    assert ds["optimizer"]["params"]["lr"] == 3.5e-4 and ds["gradient_clipping"] == 0.7
+    assert ds["zero_optimization"]["stage"] == 1 and ds["train_batch_size"] == 2
+
+
+def test_overrides_reach_nested_blocks_and_name_bad_paths():
+    cfg = with_overrides(JobConfig(), ["rollout.sampling.temperature=0.7", "learner.lr=2e-4", "grpo.t_range=[0.3, 0.6]"])
+    assert cfg.rollout.sampling.temperature == 0.7 and cfg.learner.lr == 2e-4 and cfg.grpo.t_range == (0.3, 0.6)
+    with pytest.raises(ConfigError, match="rollout.sampling.temprature: unknown field"):
+        with_overrides(JobConfig(), ["rollout.sampling.temprature=0.7"])
+    with pytest.raises(ConfigError, match="no config section 'rollot'"):
+        with_overrides(JobConfig(), ["rollot.actors=2"])
+    with pytest.raises(ConfigError, match="expected SECTION.FIELD=VALUE"):
+        with_overrides(JobConfig(), ["learner"])

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator import state
-from orchestrator.dashboard.app import config_summary
-from orchestrator.dashboard.server import DashboardServer
+import jobstate as state
+from dashboard.app import config_summary
+from dashboard.server import DashboardServer
 from tests.conftest import free_port
 
 TOKEN = "tok-123"

@@ -1,5 +1,5 @@
 """The dashboard page in Debian's headless Chromium (driven by Playwright, no browser
-download): a job written through orchestrator.state shows up with its charts, workers and
+download): a job written through jobstate shows up with its charts, workers and
 rollout viewer, updates live, and empty/garbled jobs and a missing chart library show a
 clear message. Screenshots land in the test's tmp dir."""
 
@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from orchestrator import state
-from orchestrator.dashboard import vendor
-from orchestrator.dashboard.server import DashboardServer
+import jobstate as state
+from dashboard import vendor
+from dashboard.server import DashboardServer
 from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -222,7 +222,7 @@ def test_missing_chart_library_is_explained(redis_url, app_url, page):
     page.goto(f"{app_url}/jobs/nolib-run")
     page.wait_for_selector("#banner", state="visible")
     assert "charting library (uPlot) is not installed" in page.locator("#banner").inner_text()
-    assert "orchestrator.dashboard.vendor" in page.locator("#banner").inner_text()
+    assert "dashboard.vendor" in page.locator("#banner").inner_text()
     page.wait_for_selector("#workers tbody tr")  # the rest of the page still works
 
 

@@ -303,13 +303,13 @@ def test_sandbox_worker_options_are_what_bubblewrap_needs(base_image):
 @pytest.mark.docker
 @pytest.mark.timeout(180)
 def test_cgrpo_jail_backend_runs_in_the_sandbox_worker_container(base_image):
-    """The real jail backend (the repository's sandbox/ and dllm/, read-only) inside the
+    """The real jail backend (the repository's sandbox/ and errors.py, read-only) inside the
     image's base stage, as the non-root user, with the sandbox worker's options."""
     code = ("from sandbox import run_program\n"
             "r = run_program('def f(x): return x + 1', 'assert f(1) == 2\\nassert f(2) == 3', backend='jail')\n"
             "print(r.status, r.tests_passed, r.tests_total, r.backend, r.detail)\n")
     proc = _docker("run", "--rm", "--user", "10001:10001", "--network", "none", *_sandbox_worker_options(),
-                   "-v", f"{REPO / 'sandbox'}:/src/sandbox:ro", "-v", f"{REPO / 'dllm'}:/src/dllm:ro",
+                   "-v", f"{REPO / 'sandbox'}:/src/sandbox:ro", "-v", f"{REPO / 'errors.py'}:/src/errors.py:ro",
                    "-w", "/src", "-e", "PYTHONDONTWRITEBYTECODE=1", base_image, "python3", "-c", code, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[:4] == ["passed", "2", "2", "jail"], proc.stdout

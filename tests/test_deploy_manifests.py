@@ -371,14 +371,14 @@ def test_kuberay_ports_match_the_contract():
 # ---------------------------------------------------------------------------------------
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
-# The sections and keys the job schema honours (orchestrator/config.py); examples use
-# nothing else so they stay valid while that schema grows.
+# The sections and keys the job schema honours (docs/config.md); examples use nothing else
+# so they stay valid while that schema grows.
 HONOURED = {
     "name": None, "model": {"path"}, "tasks": {"train", "heldout"},
-    "rollout": {"actors", "num_gpus", "resources", "temperature", "steps", "max_new_tokens", "num_generations"},
+    "rollout": {"actors", "num_gpus", "resources", "sampling"},
     "sandbox": {"workers", "backend"},
     "learner": {"workers", "num_gpus", "resources", "zero_stage", "placement", "lr"},
-    "grpo": {"estimator", "beta", "epsilon", "num_iterations"},
+    "grpo": {"estimator", "beta", "epsilon", "num_iterations", "num_generations"},
     "run": {"steps", "mode", "max_staleness", "eval_every", "checkpoint_every"},
     "redis": {"url"},
 }

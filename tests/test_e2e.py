@@ -11,9 +11,9 @@ import pytest
 import ray
 
 import dllm
-from orchestrator import state as st
+import jobstate as st
 from orchestrator.config import parse_config
-from orchestrator.loop import run_job
+from orchestrator.driver import run_job
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,12 @@ def _config(model_dir, out_dir, **run):
     return parse_config({
         "name": "e2e",
         "model": {"path": str(model_dir)},
-        "rollout": {"actors": 2, "num_generations": 2, "prompts_per_step": 2, "max_new_tokens": 8, "steps": 4,
-                    "num_cpus": 0.5},
-        "sandbox": {"workers": 2, "backend": "jail", "timeout_s": 5},
+        "rollout": {"actors": 2, "num_cpus": 0.5, "sampling": {"max_new_tokens": 8, "steps": 4}},
+        "sandbox": {"workers": 2, "backend": "jail", "limits": {"wall_s": 5}},
         "learner": {"workers": 2, "zero_stage": 2, "lr": 1e-3, "num_cpus": 0.5},
-        "grpo": {"num_iterations": 1},
-        "run": {"steps": 3, "mode": "sync", "checkpoint_every": 0, "output_dir": str(out_dir), **run},
+        "grpo": {"num_iterations": 1, "num_generations": 2},
+        "run": {"steps": 3, "prompts_per_step": 2, "mode": "sync", "checkpoint_every": 0, "output_dir": str(out_dir),
+                **run},
     })
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.evaluate import evaluate, evaluate_completions, truncate_completion
+from evaluation.stats import mean_and_se, mean_pass_at_k, paired_difference, pass_at_k, pass_at_k_estimate
 from orchestrator.cli import main as cgrpo
-from orchestrator.tasks import TaskError, builtin_tasks
-from orchestrator.tasks.evaluate import (evaluate, evaluate_completions, mean_pass_at_k, pass_at_k,
-                                         truncate_completion)
+from tasks import TaskError, builtin_tasks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,6 +45,22 @@ def test_pass_at_k_matches_the_binomial_formula_and_rejects_bad_input():
     for bad in ((4, 5, 1), (4, 1, 5), (4, 1, 0), (4, -1, 1)):
         with pytest.raises(ValueError):
             pass_at_k(*bad)
+
+
+def test_standard_errors_are_over_tasks_and_paired_differences_use_each_task_once():
+    est = pass_at_k_estimate([(4, 4), (4, 0), (4, 2), (4, 2)], 1)
+    assert est.mean == pytest.approx(0.5) and est.tasks == 4
+    assert est.se == pytest.approx(math.sqrt(((0.5 ** 2) * 2 / 3) / 4))  # sample sd of (1, 0, .5, .5) / sqrt(4)
+    assert mean_and_se([0.3]).se == 0.0 and mean_and_se([]).tasks == 0
+    before, after = [(4, 1), (4, 2), (4, 0)], [(4, 3), (4, 3), (4, 1)]
+    diff = paired_difference(before, after)
+    assert diff.mean == pytest.approx(1.0 / 3)  # per-task gains .5, .25, .25
+    assert diff.se == pytest.approx(math.sqrt(sum((g - 1 / 3) ** 2 for g in (0.5, 0.25, 0.25)) / 2 / 3))
+    # pairing removes the spread between tasks: the unpaired se of the two means is far larger
+    unpaired = math.hypot(pass_at_k_estimate(before).se, pass_at_k_estimate(after).se)
+    assert diff.se < unpaired / 2
+    with pytest.raises(ValueError, match="same tasks"):
+        paired_difference(before, after[:2])
 
 
 def test_truncate_completion_stops_at_top_level_code():

@@ -1,6 +1,8 @@
 """The experiment's report writer: table, verdict and plots from one run's results."""
 
-from orchestrator.experiment import ESTIMATOR_SETTINGS, write_report
+from evaluation.report import write_report
+from orchestrator.config import demo_config
+from orchestrator.experiment import ESTIMATOR_SETTINGS
 
 
 def _model(p1, half, p8):
@@ -12,7 +14,8 @@ def _model(p1, half, p8):
 def test_report_states_the_verdict_honestly(tmp_path):
     results = {
         "settings": {"steps": 3, "seed": 0, "eval_tasks": 8, "machine": "x86_64, 2 cores",
-                     "started": "2026-01-01 00:00:00", "wall_s": 600.0},
+                     "started": "2026-01-01 00:00:00", "wall_s": 600.0,
+                     "config": demo_config().model_dump(mode="json")},
         "models": {"baseline": _model(0.20, 0.10, 0.5), "coupled": _model(0.25, 0.22, 0.6),
                    "decoupled": _model(0.30, 0.20, 0.6), "d1": _model(0.21, 0.10, 0.5)},
         "curves": {n: [{"step": s, "reward_mean": 0.1 * s, "pass_rate": 0.05 * s} for s in (1, 2, 3)]
@@ -35,11 +38,10 @@ def test_report_states_the_verdict_honestly(tmp_path):
 def test_overrides_change_the_demo_config_and_reject_mistakes():
     import pytest
 
-    from orchestrator.config import ConfigError, demo_config
-    from orchestrator.experiment import with_overrides
+    from orchestrator.config import ConfigError, with_overrides
 
-    cfg = with_overrides(demo_config(), ["learner.lr=2e-4", "rollout.temperature=0.8", "grpo.beta=0"])
-    assert (cfg.learner.lr, cfg.rollout.temperature, cfg.grpo.beta) == (2e-4, 0.8, 0.0)
+    cfg = with_overrides(demo_config(), ["learner.lr=2e-4", "rollout.sampling.temperature=0.8", "grpo.beta=0"])
+    assert (cfg.learner.lr, cfg.rollout.sampling.temperature, cfg.grpo.beta) == (2e-4, 0.8, 0.0)
     for bad, says in (("learner.lr", "SECTION.FIELD=VALUE"), ("nosuch.lr=1", "no config section"),
                       ("learner.lrr=1", "lrr"), ("learner.lr=-1", "lr")):
         with pytest.raises(ConfigError, match=says):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import state as st
+import jobstate as st
 
 pytestmark = pytest.mark.slow
 GCS_PORT, DASH_PORT = 6386, 8266
@@ -39,12 +39,11 @@ def ray_head():
 
 def _job_yaml(tmp_path, model_dir, steps: int) -> Path:
     job = {"name": "cli", "model": {"path": str(model_dir)},
-           "rollout": {"actors": 2, "num_generations": 2, "prompts_per_step": 2, "max_new_tokens": 8, "steps": 4,
-                       "num_cpus": 0.5},
+           "rollout": {"actors": 2, "num_cpus": 0.5, "sampling": {"max_new_tokens": 8, "steps": 4}},
            "sandbox": {"workers": 1, "backend": "jail", "num_cpus": 0.5},
            "learner": {"workers": 1, "lr": 1e-3, "num_cpus": 0.5},
-           "grpo": {"num_iterations": 1},
-           "run": {"steps": steps, "output_dir": str(tmp_path / "runs")}}
+           "grpo": {"num_iterations": 1, "num_generations": 2},
+           "run": {"steps": steps, "prompts_per_step": 2, "output_dir": str(tmp_path / "runs")}}
     path = tmp_path / f"job-{steps}.yaml"
     path.write_text(yaml.safe_dump(job))
     return path

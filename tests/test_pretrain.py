@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dllm
-from learner.errors import LearnerError
-from learner.pretrain import (EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, Example, PretrainConfig, encode, pretrain,
+from modelprep.errors import ModelPrepError
+from modelprep.pretrain import (EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, Example, PretrainConfig, encode, pretrain,
                               problem_batch, read_source, special_ids, stdlib_files, train_tokenizer)
 from orchestrator.cli import main as cli_main
 
@@ -38,7 +38,7 @@ def test_tokenizer_round_trip_and_special_ids(tmp_path):
     assert encode(again, CODE) == ids and again.mask_token_id == 2
     # Deterministic: the same texts give the same tokenizer.
     assert encode(train_tokenizer(texts, vocab_size=400), CODE) == ids
-    with pytest.raises(LearnerError, match="too small"):
+    with pytest.raises(ModelPrepError, match="too small"):
         train_tokenizer(texts, vocab_size=100)
 
 

@@ -10,11 +10,13 @@ import ray
 import torch
 
 import dllm
+from rollout.config import SamplingConfig
 from rollout.pool import RolloutPool
+from rollout.record import Prompt
 from rollout.worker import RolloutWorker
 
-SAMPLING = dict(max_new_tokens=8, steps=4, temperature=1.2, top_p=0.95)
-REQUESTS = [{"task_id": f"t{i}", "prompt": "def add(a, b):\n"} for i in range(4)]
+SAMPLING = SamplingConfig(max_new_tokens=8, steps=4, temperature=1.2, top_p=0.95)
+REQUESTS = [Prompt(f"t{i}", "def add(a, b):\n", i) for i in range(4)]
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +33,19 @@ def _weights(model_dir, scale: float) -> dict:
 
 def test_worker_returns_groups_orders_and_arness(tiny_model_dir):
     worker = RolloutWorker(str(tiny_model_dir))
-    reply = worker.generate(REQUESTS[:2], num_generations=3, sampling=SAMPLING, seed=0)
-    rollouts = reply["rollouts"]
-    assert [r["task_id"] for r in rollouts] == ["t0"] * 3 + ["t1"] * 3
+    rollouts, cost = worker.generate(REQUESTS[:2], num_generations=3, sampling=SAMPLING, seed=0)
+    assert [(r.task_id, r.group) for r in rollouts] == [("t0", 0)] * 3 + [("t1", 1)] * 3
+    prompt = worker.tokenizer.encode(REQUESTS[0].text, add_special_tokens=False)
     for r in rollouts:
-        assert sorted(set(r["order"])) == list(range(4)) and len(r["completion_ids"]) == 8
-        assert 0 <= r["arness_local"] <= 1 and 0 <= r["arness_global"] <= 1
-        assert r["version"] == 0
-    assert reply["tokens"] == 6 * 8
+        # 8 positions in 4 steps: exactly two positions committed at each step
+        assert sorted(r.order) == [0, 0, 1, 1, 2, 2, 3, 3] and len(r.completion_ids) == 8
+        assert r.prompt_ids == prompt and r.version == 0
+        stops = [i for i, t in enumerate(r.completion_ids) if t in (worker.model.eos_token_id, worker.model.pad_token_id)]
+        answer = stops[0] if stops else len(r.completion_ids)
+        assert r.completion_len == answer + (1 if stops else 0)
+        assert r.arness_local == dllm.local_arness(r.order[:max(1, answer)], 1)
+        assert r.arness_global == dllm.global_arness(r.order[:max(1, answer)], 1)
+    assert cost.tokens == 6 * 8 and cost.busy_s > 0
 
 
 def test_worker_refuses_stale_weights(tiny_model_dir):
@@ -54,20 +61,27 @@ def test_pool_balances_and_pushes_versions(ray_cluster, tiny_model_dir):
     pool = RolloutPool(str(tiny_model_dir), 2)
     try:
         rollouts, stats = pool.generate(REQUESTS, num_generations=2, sampling=SAMPLING, seed=1)
-        assert [r["task_id"] for r in rollouts] == [f"t{i}" for i in range(4) for _ in range(2)]
-        assert len({r["worker_id"] for r in rollouts}) == 2  # both actors took work
-        assert stats.tokens == 8 * 8 and stats.tokens_per_s > 0 and 0 <= stats.idle_fraction <= 1
+        assert [r.task_id for r in rollouts] == [f"t{i}" for i in range(4) for _ in range(2)]
+        assert len({r.worker_id for r in rollouts}) == 2  # both actors took work
+        assert stats.tokens == 8 * 8 and stats.actors == 2
+        assert stats.tokens_per_s == pytest.approx(stats.tokens / stats.wall_s)
+        assert stats.busy_s <= 2 * stats.wall_s
         ref = ray.put(_weights(tiny_model_dir, 0.5))
         assert pool.push_weights(1, ref) == [1, 1]
         rollouts, _ = pool.generate(REQUESTS, num_generations=2, sampling=SAMPLING, seed=1)
-        assert {r["version"] for r in rollouts} == {1}
+        assert {r.version for r in rollouts} == {1}
         pool.resize(3)
         rollouts, _ = pool.generate(REQUESTS * 2, num_generations=1, sampling=SAMPLING, seed=2)
-        assert {r["version"] for r in rollouts} == {1}  # the new actor got the latest weights
+        assert {r.version for r in rollouts} == {1}  # the new actor got the latest weights
         pool.resize(1)
         assert len(pool.actors) == 1
     finally:
         pool.shutdown()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_actor_killed_mid_generation_is_restarted_and_step_completes(ray_cluster, tiny_model_dir):
@@ -76,26 +90,27 @@ def test_actor_killed_mid_generation_is_restarted_and_step_completes(ray_cluster
         ref = ray.put(_weights(tiny_model_dir, 0.5))
         pool.push_weights(3, ref)
         victim_pid = ray.get(pool.actors[0].info.remote())["pid"]
-        # enough work (~seconds even on idle cores) that a kill at 0.5 s lands mid-generation
-        many = [{"task_id": f"t{i}", "prompt": "def f(x):\n    return"} for i in range(120)]
+        many = [Prompt(f"t{i}", "def f(x):\n    return", i) for i in range(60)]
         killed_at = []
 
-        def kill():
+        def kill_once_busy():
+            # the victim is generating once it has burnt CPU since the call started
+            start_cpu, deadline = _cpu_seconds(victim_pid), time.time() + 120
+            while time.time() < deadline and _cpu_seconds(victim_pid) - start_cpu < 0.3:
+                time.sleep(0.02)
             os.kill(victim_pid, signal.SIGKILL)
             killed_at.append(time.time())
 
-        killer = threading.Timer(0.5, kill)
+        killer = threading.Thread(target=kill_once_busy)
         killer.start()
-        start = time.time()
         rollouts, _ = pool.generate(many, num_generations=2,
-                                    sampling=dict(max_new_tokens=32, steps=32, temperature=1.2), seed=3)
+                                    sampling=SamplingConfig(max_new_tokens=32, steps=32, temperature=1.2), seed=3)
         returned_at = time.time()
         killer.join()
         assert killed_at and killed_at[0] < returned_at  # the kill really happened mid-generation
-        assert len(rollouts) == 240
-        assert {r["version"] for r in rollouts} == {3}  # restarted actor reloaded the pushed weights
-        pids = {info["pid"] for info in pool.infos()}
-        assert victim_pid not in pids
-        assert time.time() - start < 300
+        # every prompt's group, in request order, despite the retried chunk
+        assert [r.task_id for r in rollouts] == [f"t{i}" for i in range(60) for _ in range(2)]
+        assert {r.version for r in rollouts} == {3}  # restarted actor reloaded the pushed weights
+        assert victim_pid not in {info["pid"] for info in pool.infos()}
     finally:
         pool.shutdown()

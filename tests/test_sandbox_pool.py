@@ -55,7 +55,7 @@ def _our_busy_workers() -> list[int]:
         pid = todo.pop()
         for child in children.get(pid, []):
             todo.append(child)
-            if b"SandboxWorker.score_batch" in titles.get(child, b""):
+            if b"SandboxWorker.score" in titles.get(child, b""):
                 mine.append(child)
     return mine
 

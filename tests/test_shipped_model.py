@@ -12,8 +12,8 @@ import json
 import pytest
 
 import dllm
-from learner.pretrain import encode, torch_threads
-from orchestrator.tasks.builtin import builtin_tasks
+from modelprep.pretrain import encode, torch_threads
+from tasks.builtin import builtin_tasks
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", "pretrain.json")
 

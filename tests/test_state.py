@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import state
+import jobstate as state
 
 
 def _free_port() -> int:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tasks import (Task, TaskError, builtin_problems, builtin_tasks, data_dir, difficulty, load_report,
+from tasks import (Task, TaskError, builtin_problems, builtin_tasks, data_dir, difficulty, load_report,
                                 load_tasks, resolve_split, validate_row)
-from orchestrator.tasks import codeio
+from tasks import codeio
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def _fingerprint(tasks: list[Task]) -> str:
 
 def test_builtin_is_deterministic_by_seed_across_processes():
     train = builtin_tasks("train", seed=0)
-    code = ("import hashlib, json\nfrom orchestrator.tasks import builtin_tasks\n"
+    code = ("import hashlib, json\nfrom tasks import builtin_tasks\n"
             "t = builtin_tasks('train', seed=0)\n"
             "print(hashlib.sha256(json.dumps([x.__dict__ for x in t], sort_keys=True).encode()).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
@@ -97,7 +97,7 @@ def _sandbox_run():
 
 
 def test_builtin_canonical_solutions_pass_their_tests_in_the_sandbox():
-    from orchestrator.tasks.evaluate import run_completions
+    from evaluation.evaluate import run_completions
 
     _sandbox_run()
     by_family: dict[str, list] = {}
@@ -161,7 +161,7 @@ def test_codeio_every_raw_row_is_an_item_or_rejected_with_a_reason():
 
 def test_codeio_build_runs_references_in_the_sandbox(tmp_path, monkeypatch):
     run = _sandbox_run()
-    from orchestrator.tasks.evaluate import run_completions
+    from evaluation.evaluate import run_completions
 
     (tmp_path / "codeio").mkdir()
     for name in codeio.RAW_FILES:

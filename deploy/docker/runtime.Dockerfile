@@ -45,14 +45,14 @@ RUN apt-get update \
     && useradd --uid "${CGRPO_UID}" --gid cgrpo --create-home --shell /bin/bash cgrpo
 
 FROM ${NODE_IMAGE} AS assets
-# orchestrator/dashboard/vendor.py runs `npm pack uplot@<pin>`, verifies the tarball's
+# dashboard/vendor.py runs `npm pack uplot@<pin>`, verifies the tarball's
 # sha512 and keeps only the built files; it needs a Python to run.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /assets
-COPY orchestrator/dashboard/vendor.py ./
+COPY dashboard/vendor.py ./
 RUN python3 vendor.py
 
 FROM base AS builder
@@ -71,13 +71,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/cgrpo \
     && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md errors.py ./
 COPY dllm/ dllm/
 COPY rollout/ rollout/
 COPY sandbox/ sandbox/
 COPY learner/ learner/
+COPY tasks/ tasks/
+COPY evaluation/ evaluation/
+COPY modelprep/ modelprep/
+COPY jobstate/ jobstate/
+COPY dashboard/ dashboard/
 COPY orchestrator/ orchestrator/
-COPY --from=assets /assets/static/vendor/ orchestrator/dashboard/static/vendor/
+COPY --from=assets /assets/static/vendor/ dashboard/static/vendor/
 COPY models/ models/
 COPY scripts/fetch_data.py scripts/
 COPY deploy/examples/ jobs/

@@ -1,0 +1,130 @@
+"""``cgrpo eval``: pass@k of a model folder on a task split, every program run in the sandbox."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tasks.cli import SPLIT_HELP, write_json
+from tasks.record import TaskError
+
+
+def register(subparsers) -> None:
+    ev = subparsers.add_parser("eval", help="pass@k of a model on a split, every program run in the sandbox",
+                               description="Sample --n completions per task with the diffusion sampler, run each "
+                               "program against the task's tests in the sandbox, and print pass@k (unbiased "
+                               "estimator) for every --k.")
+    ev.add_argument("--model", default="models/tiny-dllm", help="model folder (default models/tiny-dllm)")
+    ev.add_argument("--split", default="heldout", help=f"{SPLIT_HELP} (default heldout)")
+    ev.add_argument("--k", type=int, nargs="+", default=[1], help="k values for pass@k (default 1)")
+    ev.add_argument("--n", type=int, default=None, help="samples per task (default: the largest k)")
+    ev.add_argument("--temperature", type=float, nargs="+", default=[0.2],
+                    help="sampling temperature(s); one row per value (default 0.2)")
+    ev.add_argument("--steps", type=int, default=None, help="denoising steps (default: --max-new-tokens)")
+    ev.add_argument("--half-steps", action="store_true",
+                    help="also evaluate with half the steps (twice as fast; shows the pass@k drop)")
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="completion length in tokens (default: the model's pretrain.json value, else 48)")
+    ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
+    ev.add_argument("--alg", default="entropy", help="unmasking order: entropy, maskgit_plus, topk_margin, origin")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first L tasks")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev.add_argument("--batch-size", type=int, default=32, help="sequences per sampler call (default 32)")
+    ev.add_argument("--workers", type=int, default=2, help="sandbox programs run in parallel (default 2)")
+    ev.add_argument("--backend", default="auto", help="sandbox backend: auto, docker, jail (default auto)")
+    ev.add_argument("--ray-sandbox", type=int, default=0, metavar="N",
+                    help="score with a Ray SandboxPool of N actors on a local Ray instead of threads")
+    ev.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-' for stdout)")
+    ev.add_argument("--samples", type=int, default=0, metavar="N", help="keep one completion for N tasks in --json")
+    ev.set_defaults(func=_eval)
+
+
+def _check_model_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise TaskError(f"model folder {path} does not exist; pass --model with a folder holding config.json, "
+                        "model.safetensors and tokenizer.json (e.g. models/tiny-dllm, made by `cgrpo pretrain`)")
+    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).is_file()]
+    if missing:
+        raise TaskError(f"model folder {path} lacks {', '.join(missing)}; it is not a cgrpo/HF model folder")
+
+
+def _model_completion_length(model_dir: Path, default: int = 48) -> int:
+    """The completion length the model was trained with (``cgrpo pretrain`` records it in
+    pretrain.json): a model that learned to fill N positions with body + EOS does best at N."""
+    try:
+        value = json.loads((model_dir / "pretrain.json").read_text()).get("max_new_tokens")
+    except (OSError, ValueError, AttributeError):
+        return default
+    return int(value) if isinstance(value, int) and value > 0 else default
+
+
+def _eval(args) -> int:
+    from tasks import loader  # noqa: PLC0415
+    from evaluation.evaluate import _check_k, evaluate  # noqa: PLC0415
+
+    source, split = loader.resolve_split(args.split)
+    model_dir = Path(args.model)
+    _check_model_dir(model_dir)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = _model_completion_length(model_dir)
+    n = args.n or max(args.k)
+    _check_k(args.k, n)
+    for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
+                        ("--workers", args.workers)):
+        if value < 1:
+            raise TaskError(f"{name} must be >= 1 (got {value})")
+    steps = args.steps or args.max_new_tokens
+    if not 1 <= steps <= args.max_new_tokens:
+        raise TaskError(f"--steps must be between 1 and --max-new-tokens ({args.max_new_tokens}); got {steps}")
+    tasks = loader.load_tasks(source, split, limit=args.limit)
+
+    import dllm  # noqa: PLC0415
+
+    model = dllm.load_model(model_dir)
+    tokenizer = dllm.load_tokenizer(model_dir)
+    pool = _ray_pool(args) if args.ray_sandbox else None
+    modes = [("full", steps)] + ([("half", max(1, steps // 2))] if args.half_steps else [])
+    runs = []
+    for temperature in args.temperature:
+        for mode, s in modes:
+            print(f"eval {args.split}: {len(tasks)} tasks x {n} samples, T={temperature}, steps={s} ({mode})",
+                  file=sys.stderr)
+            result = evaluate(model, tokenizer, tasks, k_list=args.k, temperature=temperature, steps=s, n=n,
+                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, alg=args.alg,
+                              batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                              backend=args.backend, pool=pool, progress=True, keep_samples=args.samples)
+            result.update({"split": args.split, "steps_mode": mode, "model": str(model_dir)})
+            runs.append(result)
+    _print_summary(runs, sorted(set(args.k)), to_stderr=args.json == "-")
+    write_json(args.json, {"runs": runs})
+    return 0
+
+
+def _ray_pool(args):
+    import ray  # noqa: PLC0415
+    from sandbox import Limits  # noqa: PLC0415
+    from sandbox.pool import SandboxPool  # noqa: PLC0415
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=max(args.ray_sandbox, 1), include_dashboard=False, log_to_driver=False)
+    return SandboxPool(args.ray_sandbox, args.backend, Limits())
+
+
+def _print_summary(runs: list[dict], ks: list[int], to_stderr: bool = False) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"pass@k ± standard error on {runs[0]['split']} ({runs[0]['num_tasks']} tasks, "
+                        f"n={runs[0]['n']})")
+    for col in ["temperature", "steps", *[f"pass@{k}" for k in ks], "programs run", "gen s", "exec s", "statuses"]:
+        table.add_column(col, justify="right" if col != "statuses" else "left")
+    for r in runs:
+        table.add_row(f"{r['temperature']:g}", f"{r['steps']} ({r['steps_mode']})",
+                      *[f"{100 * r['pass_at_k'][str(k)]:.1f}% ± {100 * r['pass_at_k_se'][str(k)]:.1f}" for k in ks],
+                      str(r["programs_run"]),
+                      f"{r['gen_seconds']:.1f}", f"{r['exec_seconds']:.1f}",
+                      ", ".join(f"{s} {c}" for s, c in sorted(r["statuses"].items())))
+    Console(stderr=to_stderr).print(table)
+
+

@@ -1,0 +1,105 @@
+"""Supervision of a cluster job, apart from the recipe: control commands from Redis (stop,
+scale), worker heartbeats and restarts, learner recovery from the last checkpoint, and the
+workers' final state when the job ends.
+
+The recipe calls it at three points (:class:`orchestrator.recipe.Supervisor`); an in-process
+run (``bench/rl_scout.py``) has none.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from jobstate import JobState
+from orchestrator.config import JobConfig
+from orchestrator.parts import Parts, make_learner_group
+from orchestrator.recipe import latest_checkpoint
+
+
+class JobSupervisor:
+    def __init__(self, cfg: JobConfig, parts: Parts, state: JobState):
+        self.cfg, self.parts, self.state = cfg, parts, state
+        self.learner_restarts = 0
+        self.restarts: dict[str, int] = {}
+        self._pids: dict[str, int | None] = {}
+
+    # --- between steps --------------------------------------------------------------------
+    def should_stop(self, step: int) -> bool:
+        """Apply the queued control commands; True when one asks the job to stop."""
+        for command in self.state.pop_commands():
+            kind = command.get("cmd")
+            if kind == "stop":
+                self.state.event("stop requested")
+                self.state.set_status("stopped")
+                return True
+            if kind == "scale":
+                self._scale(command.get("rollout_actors"))
+            else:
+                self.state.event(f"ignored unknown command {command!r}", level="warning")
+        return False
+
+    def _scale(self, n: object) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
+            self.state.event(f"ignored scale command with rollout_actors={n!r} (need 1..1024)", level="warning")
+            return
+        pool = self.parts.rollout
+        before = len(pool.actors)
+        removed = [info["worker_id"] for info in pool.infos()][n:]
+        pool.resize(n)
+        for worker_id in removed:
+            self.state.remove_worker(worker_id)
+        self.state.event(f"rollout pool scaled {before} → {n} actors")
+
+    def after_step(self, step: int) -> None:
+        self.heartbeats()
+
+    # --- workers ------------------------------------------------------------------------
+    def heartbeats(self, state: str = "alive") -> None:
+        """Workers report through their replies; a changed pid means Ray restarted the actor."""
+        now = time.time()
+        rows = [(info["worker_id"], "rollout", info) for info in self.parts.rollout.infos()]
+        rows += [(f"sandbox-{i}", "sandbox", info) for i, info in enumerate(self.parts.scorer.info())]
+        rows += [(f"learner-{info['rank']}", "learner", info) for info in self.parts.learner.workers_info]
+        for worker_id, role, info in rows:
+            pid = info.get("pid")
+            if worker_id in self._pids and self._pids[worker_id] != pid:
+                self.restarts[worker_id] = self.restarts.get(worker_id, 0) + 1
+                self.state.event(f"{worker_id} was restarted (pid {self._pids[worker_id]} → {pid})",
+                                 level="warning")
+            self._pids[worker_id] = pid
+            self.state.heartbeat(worker_id, role=role, node=info.get("node", ""), device=info.get("device", "cpu"),
+                                 pid=pid, weight_version=info.get("weight_version"), last_heartbeat=now,
+                                 restarts=self.restarts.get(worker_id, info.get("restarts", 0)), state=state)
+
+    def mark_stopped(self) -> None:
+        """After the job: every worker row says it is stopped (no longer "alive" with a stale
+        heartbeat)."""
+        for worker_id in self._pids:
+            self.state.heartbeat(worker_id, state="stopped", last_heartbeat=time.time())
+
+    # --- learner failures ----------------------------------------------------------------
+    def recover_learner(self, exc: Exception, out_dir: Path) -> tuple[int, int]:
+        """A fresh learner group from the last complete checkpoint (or the start model);
+        returns (step, cursor position) to go on from. Re-raises what is not a lost learner
+        worker, and the failure after ``run.max_learner_restarts`` recoveries."""
+        import ray
+
+        if not isinstance(exc, ray.exceptions.RayError):
+            raise exc
+        self.learner_restarts += 1
+        limit = self.cfg.run.max_learner_restarts
+        if self.learner_restarts > limit:
+            raise exc
+        self.state.event(f"learner failed ({type(exc).__name__}); restarting from the last checkpoint "
+                         f"(retry {self.learner_restarts}/{limit})", level="warning")
+        try:
+            self.parts.learner.shutdown()
+        except Exception:  # noqa: BLE001 - the group is broken already; we only free what is left
+            pass
+        self.parts.learner = make_learner_group(self.cfg)
+        checkpoint = latest_checkpoint(out_dir)
+        if checkpoint is None:
+            return 0, 0
+        extra = self.parts.learner.load(str(checkpoint))
+        return int(extra["step"]), int(extra["cursor"])
