@@ -23,8 +23,10 @@ class RolloutBatch:
 
     ``completion_mask[b, j]`` is 1 for completion tokens up to and including the first EOS and
     0 after (see :func:`completion_mask_from_eos`); ``advantages[b]`` is the completion's
-    group advantage (:func:`learner.grpo.group_advantages`); ``step`` is the orchestrator's
-    step that produced it. ``row_offset`` / ``global_size`` are set when a global batch is
+    group advantage (:func:`learner.grpo.group_advantages`); ``step`` is the recipe's step that
+    produced it; ``versions[b]`` is the weight version that generated row ``b`` (None: the
+    learner's current weights), so the learner can take the old log-probs from the policy that
+    really sampled it. ``row_offset`` / ``global_size`` are set when a global batch is
     split across data-parallel ranks: the estimator draws its masks for all ``global_size``
     rows and each rank reads its own rows, so a shard sees exactly the masks a single worker
     would.
@@ -36,6 +38,7 @@ class RolloutBatch:
     completion_mask: torch.Tensor  # [B, N]
     advantages: torch.Tensor      # [B]
     step: int = 0
+    versions: torch.Tensor | None = None  # [B] int64
     row_offset: int = 0
     global_size: int | None = None
 
@@ -51,6 +54,8 @@ class RolloutBatch:
         checks = (("attention_mask", self.attention_mask, (b, length)),
                   ("completion_mask", self.completion_mask, (b, n)),
                   ("advantages", self.advantages, (b,)))
+        if self.versions is not None:
+            checks += (("versions", self.versions, (b,)),)
         for name, tensor, shape in checks:
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
                 got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
@@ -74,12 +79,14 @@ class RolloutBatch:
 
     def to(self, device) -> RolloutBatch:
         return replace(self, sequences=self.sequences.to(device), attention_mask=self.attention_mask.to(device),
-                       completion_mask=self.completion_mask.to(device), advantages=self.advantages.to(device))
+                       completion_mask=self.completion_mask.to(device), advantages=self.advantages.to(device),
+                       versions=None if self.versions is None else self.versions.to(device))
 
     def rows(self, start: int, stop: int) -> RolloutBatch:
         """Rows ``start:stop`` as a batch that remembers where it sits in the global batch."""
         return replace(self, sequences=self.sequences[start:stop], attention_mask=self.attention_mask[start:stop],
                        completion_mask=self.completion_mask[start:stop], advantages=self.advantages[start:stop],
+                       versions=None if self.versions is None else self.versions[start:stop],
                        row_offset=self.row_offset + start, global_size=self.global_size or self.size)
 
     def pad_rows(self, multiple: int) -> RolloutBatch:
@@ -97,7 +104,7 @@ class RolloutBatch:
                        completion_mask=torch.cat([self.completion_mask,
                                                   torch.zeros_like(self.completion_mask[:1]).expand(extra, -1)], 0),
                        advantages=torch.cat([self.advantages, torch.zeros_like(self.advantages[:1]).expand(extra)]),
-                       global_size=None)
+                       versions=None if self.versions is None else rep(self.versions), global_size=None)
 
     def shard(self, world_size: int, multiple: int = 1) -> list[RolloutBatch]:
         """Pad to a multiple of ``world_size * multiple`` rows and split into equal contiguous shards."""
@@ -135,7 +142,7 @@ def collate(rollouts: list[RolloutBatch], pad_token_id: int = 0) -> RolloutBatch
         raise LearnerError("collate: no rollout batches to merge")
     p_max = max(r.prompt_len for r in rollouts)
     n_max = max(r.completion_len for r in rollouts)
-    seqs, attn, cmask, adv = [], [], [], []
+    seqs, attn, cmask, adv, versions = [], [], [], [], []
     for r in rollouts:
         left, right = p_max - r.prompt_len, n_max - r.completion_len
         b = r.size
@@ -146,22 +153,29 @@ def collate(rollouts: list[RolloutBatch], pad_token_id: int = 0) -> RolloutBatch
         cm = r.completion_mask.cpu()
         cmask.append(torch.cat([cm, torch.zeros((b, right), dtype=cm.dtype)], 1))
         adv.append(r.advantages.cpu().float())
+        versions.append(None if r.versions is None else r.versions.cpu())
+    known = all(v is not None for v in versions)
     return RolloutBatch(sequences=torch.cat(seqs), attention_mask=torch.cat(attn), prompt_len=p_max,
                         completion_mask=torch.cat(cmask).float(), advantages=torch.cat(adv),
-                        step=min(r.step for r in rollouts))
+                        step=min(r.step for r in rollouts), versions=torch.cat(versions) if known else None)
 
 
 def from_token_rows(prompts: list[list[int]], completions: list[list[int]], advantages: torch.Tensor, *,
-                    pad_token_id: int, eos_token_id: int | None, step: int = 0) -> RolloutBatch:
+                    pad_token_id: int, eos_token_id: int | None, step: int = 0,
+                    versions: list[int] | None = None) -> RolloutBatch:
     """A batch from each rollout's prompt ids and its ``N`` generated ids (EOS padding
-    included), with one advantage per rollout: what the recipe builds from its rollouts."""
-    if not (len(prompts) == len(completions) == len(advantages)):
-        raise LearnerError(f"from_token_rows: {len(prompts)} prompts, {len(completions)} completions and "
-                           f"{len(advantages)} advantages must match")
+    included), with one advantage (and the generating weight version) per rollout: what the
+    recipe builds from its rollouts."""
+    versions = versions if versions is not None else [None] * len(prompts)
+    if not (len(prompts) == len(completions) == len(advantages) == len(versions)):
+        raise LearnerError(f"from_token_rows: {len(prompts)} prompts, {len(completions)} completions, "
+                           f"{len(advantages)} advantages and {len(versions)} versions must match")
     rows = []
-    for prompt, completion, advantage in zip(prompts, completions, torch.as_tensor(advantages, dtype=torch.float32)):
+    for prompt, completion, advantage, version in zip(prompts, completions,
+                                                       torch.as_tensor(advantages, dtype=torch.float32), versions):
         seq = torch.tensor([list(prompt) + list(completion)], dtype=torch.long)
         rows.append(RolloutBatch(sequences=seq, attention_mask=torch.ones_like(seq), prompt_len=len(prompt),
                                  completion_mask=completion_mask_from_eos(seq, len(prompt), eos_token_id),
-                                 advantages=advantage.view(1), step=step))
+                                 advantages=advantage.view(1), step=step,
+                                 versions=None if version is None else torch.tensor([int(version)])))
     return collate(rows, pad_token_id=pad_token_id)

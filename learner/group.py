@@ -35,13 +35,13 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def setup(self, model_path: str, grpo: GRPOConfig, learner: LearnerConfig, total_steps: int, seed: int,
-              master_addr: str, master_port: int) -> dict:
+              keep_versions: int, master_addr: str, master_port: int) -> dict:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")  # Ray shows each actor only its GPUs
         from learner.worker import LearnerWorker
 
-        self.worker = LearnerWorker(model_path, grpo, learner, total_steps=total_steps, seed=seed, rank=self.rank,
-                                    world_size=self.world_size)
+        self.worker = LearnerWorker(model_path, grpo, learner, total_steps=total_steps, seed=seed,
+                                    keep_versions=keep_versions, rank=self.rank, world_size=self.world_size)
         return {"rank": self.rank, "pid": os.getpid(), "node": ray.util.get_node_ip_address(),
                 "device": str(self.worker.device)}
 
@@ -74,12 +74,13 @@ class LearnerGroup:
     """``learner.workers`` data-parallel DeepSpeed ranks behind one object.
 
     ``model_path`` is an HF folder ``dllm.load_model`` reads (every node must see it). The
-    configs go to every rank as they are; ``total_steps`` (rollout batches the cosine spans)
-    and ``seed`` come from the job's run section.
+    configs go to every rank as they are; ``total_steps`` (rollout batches the cosine spans),
+    ``seed`` and ``keep_versions`` (published weight versions kept for stale batches' old
+    log-probs) come from the job's run section.
     """
 
     def __init__(self, model_path: str | Path, grpo: GRPOConfig | None = None, learner: LearnerConfig | None = None,
-                 *, total_steps: int = 1000, seed: int = 0, ready_timeout_s: float = 600.0):
+                 *, total_steps: int = 1000, seed: int = 0, keep_versions: int = 0, ready_timeout_s: float = 600.0):
         self.config = grpo or GRPOConfig()
         self.learner_config = lc = learner or LearnerConfig()
         if not (Path(model_path) / "config.json").is_file():
@@ -111,7 +112,7 @@ class LearnerGroup:
         try:
             addr, port = ray.get(self._actors[0].address.remote())
             self.workers_info = ray.get([a.setup.remote(self.model_path, self.config, lc, total_steps, seed,
-                                                        addr, port) for a in self._actors])
+                                                        keep_versions, addr, port) for a in self._actors])
         except Exception:
             self.shutdown()
             raise

@@ -72,6 +72,13 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, description="seed of prompt order, rollouts, masks and the learner's RNGs")
     max_learner_restarts: int = Field(2, ge=0, description="learner failures recovered from the last checkpoint")
 
+    def versions_in_flight(self) -> int:
+        """How many published weight versions a batch can still come from while the learner has
+        moved on: the learner keeps that many snapshots for their old log-probs (0 in sync mode
+        with a push after every update, where the live policy is always the behaviour policy)."""
+        lag = self.max_staleness if self.mode == "async" else 0
+        return lag + 1 if lag or self.weight_sync_every > 1 else 0
+
 
 class JobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -86,14 +86,16 @@ def local_parts(cfg: JobConfig, threads: int = 2) -> Parts:
     torch.set_num_threads(threads)
     rollout = RolloutWorker(cfg.model.path, threads=threads, device="cpu")
     scorer = SandboxWorker(cfg.sandbox.backend, cfg.sandbox.limits, cfg.sandbox.rewards)
-    learner = LearnerWorker(cfg.model.path, cfg.grpo, cfg.learner, total_steps=cfg.run.steps, seed=cfg.run.seed)
+    learner = LearnerWorker(cfg.model.path, cfg.grpo, cfg.learner, total_steps=cfg.run.steps, seed=cfg.run.seed,
+                            keep_versions=cfg.run.versions_in_flight())
     return Parts(rollout, scorer, learner, rollout.tokenizer)
 
 
 def make_learner_group(cfg: JobConfig):
     from learner.group import LearnerGroup
 
-    return LearnerGroup(cfg.model.path, cfg.grpo, cfg.learner, total_steps=cfg.run.steps, seed=cfg.run.seed)
+    return LearnerGroup(cfg.model.path, cfg.grpo, cfg.learner, total_steps=cfg.run.steps, seed=cfg.run.seed,
+                        keep_versions=cfg.run.versions_in_flight())
 
 
 def ray_parts(cfg: JobConfig) -> Parts:

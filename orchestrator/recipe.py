@@ -7,8 +7,10 @@ and run directory, or the console), and lets a supervisor (control commands, hea
 learner restarts: :mod:`orchestrator.supervisor`) act between steps.
 
 Sync mode rolls out every batch with the newest weights. Bounded-async mode rolls out the
-next ``run.max_staleness`` batches while the learner trains on this one, so a batch may
-come from weights up to that many versions old.
+next ``run.max_staleness`` batches while the learner trains on this one, so a batch may come
+from weights up to that many versions old. Each rollout carries the version that generated
+it and the learner takes the old log-probs from that version's weights, so the importance
+ratio measures the policy's distance from the behaviour policy that really sampled the batch.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def learner_batch(batch: ScoredBatch, cfg: JobConfig, pad_token_id: int, eos_tok
     g = cfg.grpo
     advantages = group_advantages(rewards, g.num_generations, scale_rewards=g.scale_rewards, eps=g.advantage_eps)
     return from_token_rows([r.prompt_ids for r in batch.rollouts], [r.completion_ids for r in batch.rollouts],
-                           advantages, pad_token_id=pad_token_id, eos_token_id=eos_token_id, step=batch.step)
+                           advantages, pad_token_id=pad_token_id, eos_token_id=eos_token_id, step=batch.step,
+                           versions=[r.version for r in batch.rollouts])
 
 
 def evaluate(parts: Parts, cfg: JobConfig, tasks: list[Task], step: int, log: Log) -> dict[str, float]:
