@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 import jobstate as st
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
-GCS_PORT, DASH_PORT = 6386, 8266
+# Ports nobody listens on now (a fixed pair collides with another cluster on the machine).
+GCS_PORT, DASH_PORT = free_port(), free_port()
 ADDRESS = f"http://127.0.0.1:{DASH_PORT}"
 
 
@@ -30,7 +32,8 @@ def ray_head():
     temp_dir = f"/tmp/cgrpo-rt-{os.getpid()}"
     ray_bin = Path(sys.executable).parent / "ray"
     subprocess.run([str(ray_bin), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASH_PORT}",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=8", "--disable-usage-stats",
+                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}", "--num-cpus=8",
+                    "--disable-usage-stats",
                     f"--temp-dir={temp_dir}"], check=True, capture_output=True, timeout=180)
     yield
     subprocess.run(["pkill", "-9", "-f", temp_dir], capture_output=True, timeout=60)
