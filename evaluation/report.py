@@ -6,6 +6,30 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evaluation.stats import paired_difference
+
+# (results key, counts key, k) of the figures compared task by task between two models
+_PAIRED = {"pass1_full": ("full", 1), "pass1_half": ("half", 1), "pass8_T1.2": ("hot", 8)}
+
+
+def _cell(m: dict, key: str) -> str:
+    se = (m.get("se") or {}).get(key)
+    return f"{100 * m[key]:.1f}%" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+
+def paired_change(a: dict, b: dict, key: str = "pass1_full"):
+    """``b - a`` on ``key``, task by task, as an Estimate (None when a run lacks the counts)."""
+    mode, k = _PAIRED[key]
+    ca, cb = (a.get("counts") or {}).get(mode), (b.get("counts") or {}).get(mode)
+    if not ca or not cb or len(ca) != len(cb):
+        return None
+    return paired_difference([tuple(x) for x in ca], [tuple(x) for x in cb], k)
+
+
+def _change(a: dict, b: dict, key: str = "pass1_full") -> str:
+    diff = paired_change(a, b, key)
+    return "-" if diff is None else f"{100 * diff.mean:+.1f} (se {100 * diff.se:.1f})"
+
 
 def _plot_pass_vs_step(plt, evals: dict, path: Path) -> None:
     """Held-out pass@1 at T=0.2 against RL step, full (solid) and half (dashed) steps."""
@@ -73,21 +97,30 @@ def write_report(results: dict, out: Path, command: str) -> None:
     fig.savefig(figures / "arness_vs_temperature.png", dpi=110)
     s = results["settings"]
     base = models["baseline"]
-    rows = ["| model | pass@1 T=0.2 (full steps) | pass@1 T=0.2 (half steps) | drop at half | pass@8 T=1.2 | "
-            "local / global AR-ness T=0.2 | local / global AR-ness T=1.2 | train time |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | pass@1 T=0.2 (full steps) | change vs. start (paired) | pass@1 T=0.2 (half steps) | "
+            "drop at half | pass@8 T=1.2 | local / global AR-ness T=0.2 | local / global AR-ness T=1.2 | train time |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
-        rows.append(f"| {name} | {m['pass1_full']:.3f} | {m['pass1_half']:.3f} | {m['pass1_full'] - m['pass1_half']:+.3f} | "
-                    f"{m['pass8_T1.2']:.3f} | {m['arness_T0.2']['local']:.2f} / {m['arness_T0.2']['global']:.2f} | "
+        rows.append(f"| {name} | {_cell(m, 'pass1_full')} | {_change(base, m) if name != 'baseline' else ''} | "
+                    f"{_cell(m, 'pass1_half')} | {100 * (m['pass1_full'] - m['pass1_half']):+.1f} | "
+                    f"{_cell(m, 'pass8_T1.2')} | {m['arness_T0.2']['local']:.2f} / {m['arness_T0.2']['global']:.2f} | "
                     f"{m['arness_T1.2']['local']:.2f} / {m['arness_T1.2']['global']:.2f} | "
                     f"{m.get('train_s', 0) / 60:.1f} min |")
     trained = {n: m for n, m in models.items() if n != "baseline"}
     best = max(trained, key=lambda n: trained[n]["pass1_full"]) if trained else None
     verdict = []
     if best:
-        gain = trained.get("coupled", {}).get("pass1_full", 0) - base["pass1_full"]
-        verdict.append(f"- coupled-GRPO changed held-out pass@1 by {gain * 100:+.1f} points over the starting model "
-                       f"(target: ≥ +10 within 30 minutes on 2 cores: {'met' if gain >= 0.10 else 'not met'}).")
+        coupled = trained.get("coupled", {})
+        gain = paired_change(base, coupled) if coupled else None
+        if gain is not None:
+            verdict.append(f"- coupled-GRPO changed held-out pass@1 by {100 * gain.mean:+.1f} points (paired se "
+                           f"{100 * gain.se:.1f}) over the starting model (target: ≥ +10 points and ≥ 3 se: "
+                           f"{'met' if gain.mean >= 0.10 and gain.mean >= 3 * gain.se else 'not met'}).")
+        for other in ("decoupled", "d1"):
+            diff = paired_change(trained[other], coupled) if coupled and other in trained else None
+            if diff is not None:
+                verdict.append(f"- coupled minus {other}: {100 * diff.mean:+.1f} points (paired se {100 * diff.se:.1f}"
+                               f"; {'beyond' if abs(diff.mean) >= 2 * diff.se else 'within'} two standard errors).")
         top = [n for n in trained if trained[n]["pass1_full"] == trained[best]["pass1_full"]]
         if len(top) > 1:
             verdict.append(f"- best estimator by held-out pass@1: a tie between {', '.join(top)}")
@@ -121,7 +154,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "decoupled = full pass + 2 independent masks (3), d1 = 3 fully masked passes with random prompt masks.", "",
         *rows, "", *verdict, "",
         f"One held-out task is {one_task:.1f} points of pass@1 here; pass@1 at T=0.2 averages "
-        f"{s.get('pass1_samples', 1)} completion(s) per task, and differences of a point or two are still noise. "
+        f"{s.get('pass1_samples', 1)} completion(s) per task. ± is the standard error over tasks; changes are "
+        "paired (each task against itself, same sampling seed), so their standard error is smaller than the two "
+        "scores' together. "
         "Training reward (maximum 2.5: 2 × fraction of tests passed + 0.5 for a well-formed run), averaged over the "
         "first and last ten steps of each job. Every job sees the same prompts with the same sampling seeds, so "
         "the curves swing together with prompt difficulty and the gap between them is the estimators' effect:",

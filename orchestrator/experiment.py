@@ -59,9 +59,14 @@ def evaluate_model(path: str, tasks, cfg, seed: int = 0, pass1_samples: int = 4)
     full = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, temperature=0.2, steps=steps, **common)
     half = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, temperature=0.2, steps=max(1, steps // 2), **common)
     hot = evaluate(model, tokenizer, tasks, k_list=(1, 8), n=8, temperature=1.2, steps=steps, **common)
+    runs = {"full": full, "half": half, "hot": hot}
     return {
         "pass1_full": full["pass_at_k"]["1"], "pass1_half": half["pass_at_k"]["1"],
         "pass1_T1.2": hot["pass_at_k"]["1"], "pass8_T1.2": hot["pass_at_k"]["8"],
+        "se": {"pass1_full": full["pass_at_k_se"]["1"], "pass1_half": half["pass_at_k_se"]["1"],
+               "pass1_T1.2": hot["pass_at_k_se"]["1"], "pass8_T1.2": hot["pass_at_k_se"]["8"]},
+        # per-task (samples, passed): the report compares models task by task (paired)
+        "counts": {name: [[t["n"], t["correct"]] for t in r["per_task"]] for name, r in runs.items()},
         "arness_T0.2": arness_at(model, tokenizer, tasks, temperature=0.2, steps=steps, max_new_tokens=n_tok, seed=seed),
         "arness_T1.2": arness_at(model, tokenizer, tasks, temperature=1.2, steps=steps, max_new_tokens=n_tok, seed=seed),
         "eval_s": time.perf_counter() - start,
