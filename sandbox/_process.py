@@ -18,11 +18,29 @@ import time
 from pathlib import Path
 
 from sandbox.errors import SandboxError
-from sandbox.harness import count_tests, split_tests
+from sandbox.harness import count_tests, program_names, split_tests
 from sandbox.limits import Limits
 from sandbox.result import ExecResult, infra_error, interpret
 
-EXECUTOR_SOURCE = (Path(__file__).with_name("_executor.py")).read_text()
+# The modules that run inside the sandbox, in import order. They travel as one ``-c``
+# script (the executor needs no files in the jail or the image): each is rebuilt as
+# ``sandbox.<name>`` from its source, then the executor starts.
+BUNDLE = ("_plain", "_seccomp", "_confine", "_candidate", "_judge", "_executor")
+_BOOT = """import sys, types
+pkg = types.ModuleType("sandbox")
+pkg.__path__ = []
+sys.modules["sandbox"] = pkg
+for name, source in SOURCES:
+    mod = types.ModuleType("sandbox." + name)
+    mod.__file__ = "<sandbox/" + name + ".py>"
+    sys.modules[mod.__name__] = mod
+    setattr(pkg, name, mod)
+    exec(compile(source, mod.__file__, "exec"), mod.__dict__)
+del pkg, mod, name, source
+sys.modules["sandbox._executor"].main(sys.argv[1:])
+"""
+EXECUTOR_SOURCE = "SOURCES = " + repr([(name, Path(__file__).with_name(f"{name}.py").read_text())
+                                        for name in BUNDLE]) + "\n" + _BOOT
 GRACE_S = 5.0  # host waits this long beyond the wall limit before declaring the executor hung
 
 
@@ -148,7 +166,8 @@ class Backend:
             units = split_tests(tests)
         if not isinstance(program, str):
             raise SandboxError("the program must be a string of Python source")
-        req = {"program": program, "units": units, "limits": limits.to_dict()}
+        req = {"program": program, "units": units, "names": program_names(units),
+               "limits": limits.to_dict()}
         last = ""
         start = time.monotonic()
         with self._lock:

@@ -3,10 +3,12 @@
 ``docker run -i`` starts the container once with the warm executor as its PID 1; programs
 then travel over that one attached stdin/stdout stream, so there is no ``docker run`` or
 ``docker exec`` per program. The container: no network, read-only root, tmpfs /tmp and
-/dev/shm, memory/swap, pids and CPU limits, every capability dropped, no-new-privileges,
-a non-root uid of its own. Inside, the executor gives each program its own session and
-scratch directory, rlimits and the seccomp filter; after each program it kills every
-other process in the container and wipes the tmpfs mounts, so nothing carries over.
+/dev/shm, memory/swap, pids and CPU limits, SysV IPC capped by namespaced sysctls,
+no-new-privileges, and only three capabilities, which the executor (root *inside* the
+container) needs to give each program and its judge a uid of their own (SETUID, SETGID)
+and to stop them (KILL). Programs and judges hold no capability at all. After each
+program a sweeper running as its uid kills every process it left, removes its SysV IPC
+objects and deletes its files, so nothing carries over.
 
 The image is built without a registry by ``deploy/docker/sandbox/build.sh`` (debootstrap +
 ``docker import``), which ``scripts/docker_setup.sh`` runs.
@@ -100,6 +102,12 @@ def remove_stale_containers() -> int:
     return len(stale)
 
 
+def container_memory_mb(limits: Limits) -> int:
+    """The container's memory cgroup: a program, its scratch tmpfs (/tmp and /dev/shm),
+    its judge, and the executor with its template."""
+    return 2 * limits.memory_mb + 2 * limits.disk_mb + 256
+
+
 class DockerBackend(Backend):
     """Programs run by a warm executor that is PID 1 of a locked-down container."""
 
@@ -121,8 +129,9 @@ class DockerBackend(Backend):
 
     def _command(self, limits: Limits) -> list[str]:
         self.container = f"cgrpo-sbx-{uuid.uuid4().hex[:12]}"
-        mem = limits.memory_mb + 256  # the executor's own memory on top of one program's
-        cfg = {"mode": "container", "uid": self.uid, "gid": self.uid, "seccomp": self.seccomp,
+        mem = container_memory_mb(limits)
+        shm_pages = limits.memory_mb * 256  # SysV shared memory, all segments together
+        cfg = {"mode": "container", "uid": self.uid, "seccomp": self.seccomp,
                "scratch": "/tmp", "wipe": ["/tmp", "/dev/shm"]}
         return [
             docker_cli() or "docker", "run", "-i", "--rm", "--name", self.container,
@@ -131,9 +140,12 @@ class DockerBackend(Backend):
             "--tmpfs", f"/tmp:rw,nosuid,nodev,size={limits.disk_mb}m,mode=1777",
             "--shm-size", f"{limits.disk_mb}m",
             "--memory", f"{mem}m", "--memory-swap", f"{mem}m",
-            "--pids-limit", str(limits.max_procs + 8), "--cpus", str(self.cpus),
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--user", f"{self.uid}:{self.uid}", "--workdir", "/tmp",
+            "--pids-limit", str(2 * limits.max_procs + 16), "--cpus", str(self.cpus),
+            "--sysctl", f"kernel.shmall={shm_pages}", "--sysctl", f"kernel.shmmax={shm_pages * 4096}",
+            "--sysctl", "kernel.msgmni=16",
+            "--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID", "--cap-add", "KILL",
+            "--security-opt", "no-new-privileges",
+            "--user", "0:0", "--workdir", "/tmp",
             "--ulimit", "core=0", "--log-driver", "none",
             "--env", "LANG=C.UTF-8", "--entrypoint", "python3",
             self.image, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg),

@@ -129,5 +129,18 @@ def _split(tests: str) -> list[Unit]:
     return units
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_cached(units: tuple) -> tuple[str, ...]:
+    from sandbox._judge import free_names
+
+    return tuple(free_names(list(units)))
+
+
+def program_names(units: list[Unit] | None) -> list[str]:
+    """The global names the tests read without binding them: the program's, looked up in
+    the program once it has loaded (computed here, once per tests text, not per program)."""
+    return list(_names_cached(tuple(tuple(u) for u in units))) if units else []
+
+
 def count_tests(units: list[Unit] | None) -> int:
     return sum(1 for kind, _ in units or () if kind == "test")

@@ -72,11 +72,15 @@ def _root_binds(prefix: str) -> list[str]:
 
 
 def bwrap_command(uid: int, *, seccomp: bool = True, root: bool | None = None,
-                  python: tuple[str, str] | None = None) -> list[str]:
+                  python: tuple[str, str] | None = None, program_cgroups: str | None = None,
+                  cgroup_namespace: bool = True) -> list[str]:
     """The full command line that starts a jailed executor.
 
     ``root`` (default: detected) picks real-root mode or the user-namespace mode;
-    ``python`` is an (executable, prefix) pair to use instead of the running interpreter.
+    ``python`` is an (executable, prefix) pair to use instead of the running interpreter;
+    ``program_cgroups`` the host directory holding the per-program ``slot-N`` cgroups,
+    bound into the jail at /cgroup; ``cgroup_namespace`` False where a cgroup namespace
+    would forbid moving a program into its slot (cgroup v2).
     """
     bwrap = shutil.which("bwrap")
     if not bwrap:
@@ -93,26 +97,31 @@ def bwrap_command(uid: int, *, seccomp: bool = True, root: bool | None = None,
         cmd += ["--unshare-user", "--uid", "0", "--gid", "0"]
         caps.append("CAP_SETPCAP")
     cmd += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            *(["--unshare-cgroup-try"] if cgroup_namespace else []), "--die-with-parent", "--new-session",
             "--hostname", "sandbox", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "LANG", "C.UTF-8"]
     cmd += _root_binds(prefix)
+    if program_cgroups:
+        cmd += ["--bind", program_cgroups, "/cgroup"]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--remount-ro", "/",
             "--cap-drop", "ALL"]
     for cap in caps:
         cmd += ["--cap-add", cap]
     if not root:
         uid = 0  # the only uid mapped in bubblewrap's user namespace (the caller's own)
-    cfg = {"mode": "jail", "uid": uid, "gid": uid, "seccomp": seccomp,
-           "drop": "uid" if root else "caps"}
+    cfg = {"mode": "jail", "uid": uid, "seccomp": seccomp, "drop": "uid" if root else "caps",
+           "cgroup": "/cgroup" if program_cgroups else None}
     return cmd + [exe, "-I", "-S", "-c", EXECUTOR_SOURCE, json.dumps(cfg)]
 
 
-def cgroup_budget(limits: Limits) -> tuple[int, int]:
-    """(memory MB, pids) of a jail's cgroup: one program's memory and both scratch tmpfs,
-    plus the executor and its spare child; the processes of one program, plus those of
-    the previous one that may still be tearing down, plus the executor's own."""
-    return limits.memory_mb + 2 * limits.disk_mb + 256, 2 * limits.max_procs + 16
+def cgroup_budget(limits: Limits) -> tuple[int, int, int]:
+    """(jail memory MB, jail pids, program memory MB). A program: its memory and both its
+    scratch tmpfs (shared memory included). The jail: one program's budget, its judge (which
+    may hold a decoded answer as large as the program's memory), the executor, template and
+    spare pair; the processes of one program and of the previous one that may still be
+    tearing down, plus ours."""
+    program = limits.memory_mb + 2 * limits.disk_mb
+    return program + limits.memory_mb + 256, 2 * limits.max_procs + 16, program
 
 
 class JailBackend(Backend):
@@ -135,14 +144,15 @@ class JailBackend(Backend):
             remove_stale()
 
     def _command(self, limits: Limits) -> list[str]:
-        cmd = bwrap_command(self.uid, seccomp=self.seccomp)
         if self.use_cgroup and privileged():
             made = CGroup.create(*cgroup_budget(limits))
             if isinstance(made, CGroup):
                 self.cgroup, self.cgroup_note = made, made.note
-                return made.wrap(cmd)
+                return made.wrap(bwrap_command(self.uid, seccomp=self.seccomp,
+                                               program_cgroups=str(made.program_root),
+                                               cgroup_namespace=made.version == 1))
             self.cgroup_note = f"off ({made})"
-        return cmd
+        return bwrap_command(self.uid, seccomp=self.seccomp)
 
     def _needs_restart(self, limits: Limits) -> bool:
         """The cgroup's budget is set at start: grow it when a program needs more."""

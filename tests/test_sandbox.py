@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Limits, SandboxError, run_program
-from sandbox._executor import AUDIT_ARCH, SYSCALLS, build_seccomp_filter
+from sandbox._seccomp import AUDIT_ARCH, SYSCALLS, build_seccomp_filter
 from sandbox.harness import count_tests, split_tests
 from sandbox.jail import JailBackend
 from sandbox.rewards import RewardConfig, build_program, extract_code, score_completion
@@ -118,8 +118,11 @@ def test_per_assert_counting(jail):
     ("raise ValueError('boom')", None, "error", "ValueError: boom"),
     ("def f(:\n  pass", "assert f", "error", "SyntaxError"),
     ("import sys\nsys.exit(0)", "assert False", "failed", "before its tests ran"),
-    ("x = 1", "import os\nos._exit(0)\nassert x == 1", "failed", "0/1"),
-    ("def f(): return 1", "assert f() == 1\nraise SystemExit(0)\nassert f() == 2", "failed", "exited"),
+    ("x = 1", "import os\nos._exit(0)\nassert x == 1", "error", "the judge ended before its last test"),
+    ("def f(): return 1", "assert f() == 1\nraise SystemExit(0)\nassert f() == 2", "failed",
+     "1/2 tests passed; test set-up raised SystemExit"),
+    ("def f():\n    import os\n    os._exit(0)", "assert f() == 1\nassert f() == 2", "failed",
+     "program exited (code 0) during the tests"),
 ])
 def test_statuses(jail, program, tests, status, detail):
     res = jail.run(program, tests, limits=Limits(wall_s=3))
