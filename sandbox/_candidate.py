@@ -8,7 +8,8 @@ or the type and message of an exception. Nothing here is trusted: the program ca
 any of this code, write anything to any descriptor it holds, or exit at any time; the
 judge decodes what arrives with bounds and treats anything unexpected as a failure.
 
-Frames, program -> judge: ``R`` set up and waiting; ``I`` set-up failed (text); ``L``
+Frames, program -> judge (each answer preceded by a ``c`` frame: its CPU seconds so far):
+``R`` set up and waiting; ``I`` set-up failed (text); ``L``
 loaded; ``E`` raised while loading (type, message); ``X`` exited while loading (code);
 ``M`` MemoryError while loading; then per request ``g`` name kinds, ``v`` value, ``e``
 exception (type, builtin base, message), ``n`` not plain data (type), ``t`` too large
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import builtins
 import os
+import resource
 import sys
 
 from sandbox import _plain
 
-READY, SETUP_FAILED, LOADED, RAISED, EXITED, MEMORY = b"R", b"I", b"L", b"E", b"X", b"M"
+READY, SETUP_FAILED, LOADED, RAISED, EXITED, MEMORY, CPU = b"R", b"I", b"L", b"E", b"X", b"M", b"c"
 
 
 def exit_code(exc: SystemExit) -> int:
@@ -45,6 +47,15 @@ def flush_output() -> None:
             stream.flush()
         except BaseException:
             pass
+
+
+def answer(fd: int, tag: bytes, body: bytes = b"") -> None:
+    """One answer frame, preceded in the same write by a ``c`` frame with this process's
+    CPU seconds so far (the judge reports them; informational, never part of a verdict)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    _plain.send(fd, CPU, _plain.encode(cpu), (tag, body))
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
@@ -68,19 +79,19 @@ def load(program: str, namespace: dict, answers: int) -> None:
     except SystemExit as exc:
         code = exit_code(exc)
         flush_output()
-        _plain.send(answers, EXITED, _plain.encode(code))
+        answer(answers, EXITED, _plain.encode(code))
         os._exit(code)
     except MemoryError:
-        _plain.send(answers, MEMORY)
+        answer(answers, MEMORY)
         os._exit(1)
     except BaseException as exc:  # the program's own error: shown to the user
         traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
         flush_output()
         name, _base, message = _describe(exc)
-        _plain.send(answers, RAISED, _plain.encode((name, message)))
+        answer(answers, RAISED, _plain.encode((name, message)))
         os._exit(1)
     flush_output()
-    _plain.send(answers, LOADED)
+    answer(answers, LOADED)
 
 
 def _name_kind(namespace: dict, name: str) -> tuple:
@@ -140,12 +151,12 @@ def serve(program: str, requests: int, answers: int) -> None:
         except (_plain.Closed, _plain.Malformed, OSError):
             break
         if tag == b"G":
-            _plain.send(answers, b"g", _names(namespace, body))
+            answer(answers, b"g", _names(namespace, body))
         elif tag == b"C":
-            answer, payload = _call(namespace, body)
+            reply, payload = _call(namespace, body)
             flush_output()
-            _plain.send(answers, answer, payload)
-            if answer == b"x":
+            answer(answers, reply, payload)
+            if reply == b"x":
                 os._exit(_plain.decode(payload))
         else:
             break

@@ -170,7 +170,7 @@ def _judge_process(cfg: dict, n: int, disk_mb: int, memory_mb: int, fds: dict) -
         report("I", f"the judge failed: {type(exc).__name__}: {exc}")
     finally:
         _candidate.flush_output()  # the tests' own prints, before the answer is complete
-        report("D", f"{_judge.cpu_seconds():.4f}")
+        report("D", f"{_judge.cpu_seconds(link):.4f}")
         try:
             os.write(5, b"!")  # the one wake-up the executor waits for
         except OSError:

@@ -98,6 +98,7 @@ class ProgramLink:
         self.pidfd = os.pidfd_open(pid)
         self.gone: ProgramEnded | ProtocolViolation | None = None
         self.fate: tuple[str, int, float] | None = None  # ("exit", code, cpu) | ("signal", sig, cpu)
+        self.reported_cpu = 0.0
         self._classes: dict[tuple[str, str], type] = {}
 
     # -- the program process's end -----------------------------------------------------
@@ -134,11 +135,21 @@ class ProgramLink:
         if self.gone:
             raise self.gone
         try:
-            return _plain.receive(self.answers, self.pidfd)
+            while True:
+                tag, body = _plain.receive(self.answers, self.pidfd)
+                if tag != b"c":
+                    return tag, body
+                cpu = _plain.decode(body)  # the program's own word: informational only
+                if isinstance(cpu, float) and 0.0 <= cpu < 1e6:
+                    self.reported_cpu = cpu
         except (_plain.Closed, OSError):
             raise self._ended() from None
         except _plain.Malformed as exc:
             raise self.violation(str(exc)) from None
+
+    def cpu_seconds(self) -> float:
+        """The program's CPU time: exact once reaped, else as it last reported it."""
+        return self.fate[2] if self.fate else self.reported_cpu
 
     def violation(self, what: str) -> ProtocolViolation:
         self.gone = ProtocolViolation(f"the program broke the harness protocol: {what}")
@@ -469,7 +480,9 @@ def _finish(link: ProgramLink, report: Reporter) -> None:
         report("Q", fate[1])  # it left while the tests still talked to it
 
 
-def cpu_seconds() -> float:
+def cpu_seconds(link: ProgramLink | None) -> float:
+    """The judge's CPU time plus the program's (its processes, once reaped, are children)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return total + (link.reported_cpu if link is not None and link.fate is None else 0.0)

@@ -231,9 +231,10 @@ class Closed(Exception):
     """The other side closed the pipe (or died) before a whole frame arrived."""
 
 
-def send(fd: int, tag: bytes, body: bytes = b"") -> None:
-    """Write one frame (blocking until all of it is in the pipe)."""
-    view = memoryview(_HEADER.pack(tag, len(body)) + body)
+def send(fd: int, tag: bytes, body: bytes = b"", *more: tuple[bytes, bytes]) -> None:
+    """Write one frame, or several in one write (blocking until all is in the pipe)."""
+    data = b"".join(_HEADER.pack(t, len(b)) + b for t, b in ((tag, body), *more))
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 

@@ -103,9 +103,11 @@ def remove_stale_containers() -> int:
 
 
 def container_memory_mb(limits: Limits) -> int:
-    """The container's memory cgroup: a program, its scratch tmpfs (/tmp and /dev/shm),
-    its judge, and the executor with its template."""
-    return 2 * limits.memory_mb + 2 * limits.disk_mb + 256
+    """The container's memory cgroup, the only cap on a program's processes together (no
+    per-program cgroup in a container): one program's memory and scratch tmpfs (/tmp and
+    /dev/shm), plus room for its judge, the executor and the template (~60 MB) and the
+    largest answer a judge decodes. The kernel's OOM killer prefers the program there."""
+    return limits.memory_mb + 2 * limits.disk_mb + 192
 
 
 class DockerBackend(Backend):

@@ -6,8 +6,10 @@ so the reward could only be 0 or 1. Here the test source is parsed (on the host:
 trusted data, never model output) and each call ``check(x)`` is expanded into
 ``candidate = x`` plus the statements of ``check``'s body, each its own unit. A unit that
 contains an ``assert`` is a test; the others (imports, helper variables) are set-up.
-Inside the sandbox the harness executes the units in order in the program's namespace
-and reports each test as passed or failed, so ``tests_passed / tests_total`` is per assert.
+Inside the sandbox the judge (``sandbox/_judge.py``) executes the units in order in a
+namespace of its own, in which the program's functions are stand-ins that call the
+program process, and reports each test as passed or failed, so ``tests_passed /
+tests_total`` is per assert.
 
 Constructs that only make sense inside a function (``return``, ``yield``, ``nonlocal``)
 make that call fall back to a single unit: the call itself, one test.
@@ -140,6 +142,40 @@ def program_names(units: list[Unit] | None) -> list[str]:
     """The global names the tests read without binding them: the program's, looked up in
     the program once it has loaded (computed here, once per tests text, not per program)."""
     return list(_names_cached(tuple(tuple(u) for u in units))) if units else []
+
+
+def _is_stub(node: ast.AST) -> bool:
+    """A function the task leaves to the program: only a docstring, ``pass`` or ``...``."""
+    body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    return all(isinstance(n, ast.Pass) for n in body)
+
+
+@functools.lru_cache(maxsize=4096)
+def trusted_helpers(prompt: str, entry_point: str) -> str:
+    """The prompt's own code that the tests may use (imports, helper functions, constants),
+    without the entry point and without the stubs the program is to write.
+
+    A test such as HumanEval's ``assert abs(poly(xs, candidate(xs))) < 1e-6`` calls a helper
+    from the prompt. The program also defines it (the prompt is part of the program), but
+    that copy is the program's to change: a program that redefines ``poly`` to return 0
+    would pass. Run in the judge from the task's own text, the helper is the task's.
+    """
+    try:
+        tree = ast.parse(prompt)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    kept = [node for node in tree.body
+            if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and (node.name == entry_point or _is_stub(node)))
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    return "\n".join(ast.unparse(node) for node in kept)
+
+
+def task_tests(prompt: str, test: str, entry_point: str) -> str:
+    """The tests the sandbox runs for a task: the prompt's helpers (trusted task text, see
+    :func:`trusted_helpers`), the task's ``check``, and ``check(<entry point>)``."""
+    helpers = trusted_helpers(prompt, entry_point)
+    return (helpers + "\n\n" if helpers else "\n\n") + test + f"\ncheck({entry_point})\n"
 
 
 def count_tests(units: list[Unit] | None) -> int:

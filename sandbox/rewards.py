@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sandbox.errors import SandboxError
+from sandbox.harness import task_tests
 from sandbox.limits import Limits
 from sandbox.result import ExecResult
 
@@ -87,14 +88,14 @@ def build_program(task: Any, completion: str) -> tuple[str, str] | None:
 
     Unfenced: ``prompt + completion`` (docs/contracts.md). Fenced: the prompt (for its
     imports; its stub function is valid Python) followed by the block, which redefines
-    the entry point. Tests: the task's ``check`` plus ``check(entry_point)``.
+    the entry point. Tests: the prompt's helpers, the task's ``check`` plus
+    ``check(entry_point)`` (``sandbox.harness.task_tests``).
     """
     code, fenced = extract_code(completion)
     if not code.strip():
         return None
     program = (task.prompt.rstrip("\n") + "\n\n" + code) if fenced else task.prompt + code
-    tests = "\n\n" + task.test + f"\ncheck({task.entry_point})\n"
-    return program, tests
+    return program, task_tests(task.prompt, task.test, task.entry_point)
 
 
 def parses(source: str) -> str | None:

@@ -71,8 +71,11 @@ def display_path(path: Path) -> str:
 
 def program_for(task: Task, completion: str) -> tuple[str, str]:
     """The (program, tests) pair the sandbox runs for one completion (docs/contracts.md):
-    ``prompt + completion`` is the program; the task's ``check`` plus the call is the test."""
-    return task.prompt + completion, "\n\n" + task.test + f"\ncheck({task.entry_point})\n"
+    ``prompt + completion`` is the program; the prompt's helpers, the task's ``check`` and
+    the call are the tests (``sandbox.harness.task_tests``)."""
+    from sandbox.harness import task_tests  # noqa: PLC0415
+
+    return task.prompt + completion, task_tests(task.prompt, task.test, task.entry_point)
 
 
 def _defined_functions(tree: ast.AST) -> set[str]:
