@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from sandbox.errors import SandboxError
 
 _EPILOG = """\
 The JSON object has: status (passed|failed|error|timeout|killed), tests_passed,
-tests_total, outcomes (per test), stdout, stderr (truncated to the output limit),
-duration_s, backend, backend_note, detail, exit_code.
+tests_total, outcomes (per test), failures (each failed test's source and why, e.g.
+"AssertionError: got 4, expected 5"), harness_limitations, stdout, stderr (truncated to
+the output limit), duration_s, backend, backend_note, detail, exit_code.
 
-Tests are Python run after the program in the same namespace. A HumanEval-style
+Tests run in a process of their own (the judge), not in the program's: names the tests
+read without defining them (the function under test) are the program's, and calling one
+calls the program, which answers with plain data only (None, bool, int, float, complex,
+str, bytes, list, tuple, dict, set). A test that needs more (a generator, an instance of
+the program's class) fails as a "harness limitation". A HumanEval-style
 `def check(candidate): assert ...` followed by `check(fn)` is split into its asserts, so
 tests_passed counts asserts. A program with no tests that exits 0 is "passed".
 
@@ -42,21 +48,44 @@ def _read(path: str, what: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from sandbox import Limits
     from sandbox.backends import make_backend
+    from sandbox.harness import split_tests
+    from sandbox.result import infra_error
 
     program = _read(args.program, "program")
     tests = _read(args.tests, "tests") if args.tests else None
     limits = Limits(wall_s=args.timeout, cpu_s=args.cpu_timeout or args.timeout,
                     memory_mb=args.memory_mb, max_procs=args.max_procs,
                     output_bytes=args.output_bytes)
+    units = split_tests(tests)  # bad tests: a usage error (exit 2), before anything starts
     backend = make_backend(args.backend)
     try:
-        result = backend.run(program, tests, limits=limits)
+        result = backend.run(program, tests, limits=limits, units=units)
+    except Exception as exc:  # whatever happened, the answer is still one JSON object
+        result = infra_error(f"{type(exc).__name__}: {exc}", backend.name)
     finally:
         backend.close()
     out = result.to_dict()
     out["backend_note"] = backend.note
-    print(json.dumps(out, indent=2 if args.pretty else None))
+    print(strict_json(out, indent=2 if args.pretty else None))
     return 0
+
+
+def strict_json(value, indent: int | None = None) -> str:
+    """JSON that every parser accepts: no NaN or Infinity (they become null)."""
+    try:
+        return json.dumps(value, indent=indent, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -76,11 +105,12 @@ def register(subparsers) -> None:
                                "the reward path uses (jail or Docker).")
     sub = sp.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     run = sub.add_parser("run", help="run PROGRAM.py (and its tests); print one JSON result",
-                         description="Run PROGRAM.py, then TESTS.py in the same namespace, in "
-                         "the sandbox; print one JSON object. Exits 0 whatever the program did.",
+                         description="Run PROGRAM.py in the sandbox and judge it with TESTS.py "
+                         "(run in a process of their own); print one JSON object. Exits 0 "
+                         "whatever the program did.",
                          epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("program", metavar="PROGRAM.py", help="the program to run")
-    run.add_argument("--tests", metavar="TESTS.py", help="tests to run after the program")
+    run.add_argument("--tests", metavar="TESTS.py", help="tests that judge the program")
     run.add_argument("--backend", choices=["auto", "jail", "docker"], default="auto",
                      help="auto (default): Docker when an engine and the image are there, "
                      "else the jail; the JSON says which and why")

@@ -56,11 +56,27 @@ class SandboxWorker:
                 "executor": self.hello, "restarts": self.backend.restarts}
 
     def score(self, items: list[tuple[Any, str]]) -> list[RewardResult]:
-        return [score_completion(task, completion, config=self.config, limits=self.limits,
-                                 backend=self.backend) for task, completion in items]
+        return [self._one(lambda: score_completion(task, completion, config=self.config,
+                                                   limits=self.limits, backend=self.backend),
+                          scoring=True) for task, completion in items]
 
     def run_batch(self, programs: list[tuple[str, str | None]]) -> list[ExecResult]:
-        return [self.backend.run(p, t, limits=self.limits) for p, t in programs]
+        return [self._one(lambda: self.backend.run(p, t, limits=self.limits), scoring=False)
+                for p, t in programs]
+
+    def _one(self, run, scoring: bool):
+        """One item of a batch: whatever goes wrong with it (a task whose tests do not
+        parse, a sandbox fault) is that item's error, never its batch-mates'."""
+        try:
+            return run()
+        except Exception as exc:
+            result = ExecResult(status="error", backend=self.backend.name,
+                                detail=f"sandbox failure: {type(exc).__name__}: {exc}"[:2000])
+            if not scoring:
+                return result
+            out = combine(result, False, self.config)
+            out.reward, out.reason = 0.0, "error"
+            return out
 
     def shutdown(self) -> None:
         self.backend.close()

@@ -275,4 +275,7 @@ def interpret(raw: dict, units: list | None, limits: Limits, backend: str) -> Ex
             res.detail += f"; program exited (code {rep.quit_code}) during the tests"
         elif rep.setup_error:
             res.detail += f"; test set-up raised {rep.setup_error}"
+    if res.status == "error":  # nothing of a run that broke down counts as passed
+        res.tests_passed = 0
+        res.outcomes = ["not run" if o == "passed" else o for o in res.outcomes]
     return res

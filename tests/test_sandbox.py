@@ -21,6 +21,7 @@ from sandbox import Limits, SandboxError, run_program
 from sandbox._seccomp import AUDIT_ARCH, SYSCALLS, build_seccomp_filter
 from sandbox.harness import count_tests, split_tests
 from sandbox.jail import JailBackend
+from sandbox.result import interpret
 from sandbox.rewards import RewardConfig, build_program, extract_code, score_completion
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +98,43 @@ def test_seccomp_filter_is_valid_bpf(arch):
         if code & 0x07 == 0x05:
             assert i + 1 + max(jt, jf) < len(insns)
     assert insns[-1][0] == 0x06
+
+
+UNITS = [("setup", "candidate = add"), ("test", "assert candidate(1, 2) == 3"),
+         ("test", "assert candidate(2, 2) == 4")]
+
+
+@pytest.mark.parametrize("raw", [
+    {"report": ["L", "P " + "9" * 5000, "D 0.1"]},            # a 5,000-digit unit index
+    {"report": ["L", "P 1", "P 2", "D inf"]},                  # a CPU time that is not finite
+    {"report": ["L", "P 1", "P 2", "D nan"]},
+    {"report": ["L", "P 1", "P 1", "P 2", "D 0.1"]},           # a unit reported twice
+    {"report": ["L", "P 1", "P 2", "P 7", "D 0.1"]},           # a unit that does not exist
+    {"report": ["L", "P 0", "P 1", "P 2", "D 0.1"]},           # a set-up unit reported as a test
+    {"report": ["L", "P 1\rP 2", "D 0.1"]},                    # a carriage return inside a line
+    {"report": ["L", "P 1", "D 0.1", "P 2"]},                  # a line after the final one
+    {"report": ["L", "P 1", "P 2", "Z", "D 0.1"]},             # a line outside the grammar
+    {"report": ["L", "P 1", "P 2", "x" * 100_000, "D 0.1"]},   # an unbounded line
+    {"report": ["L", "P 1", "P 2", "K 9 1e400", "D 0.1"]},
+    {"report": "L\nP 1\nP 2\nD 0.1"},                          # not a list of lines
+    {"report": ["L", "P 1", "P 2"], "signal": 10 ** 100},      # no final line, absurd signal
+    "not an object",
+])
+def test_a_hostile_report_fails_that_program_only(raw):
+    """However the answer is malformed, interpret() returns (never raises) a result that
+    pays nothing and serialises as strict JSON."""
+    res = interpret(raw, UNITS, Limits(), "jail")
+    assert res.status == "error" and res.tests_passed == 0
+    assert res.detail.startswith("sandbox failure:")
+    json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_a_well_formed_report_is_read_field_by_field():
+    raw = {"report": ["L", "P 1", "F 2 AssertionError: got 5, expected 4", "D 0.0123", ""],
+           "stdout": "out", "duration_s": float("inf"), "timed_out": "yes"}
+    res = interpret(raw, UNITS, Limits(), "jail")
+    assert (res.status, res.tests_passed, res.tests_total, res.cpu_s, res.duration_s) == ("failed", 1, 2, 0.0123, 0.0)
+    assert res.failures == [{"test": "assert candidate(2, 2) == 4", "why": "AssertionError: got 5, expected 4"}]
 
 
 # -- running programs in the jail ----------------------------------------------------------------
@@ -213,6 +251,18 @@ def test_cli_run_prints_one_json_object(tmp_path):
     assert res["status"] == "failed" and (res["tests_passed"], res["tests_total"]) == (1, 2)
     assert res["stdout"] == "hello\n" and res["backend"] == "jail" and res["duration_s"] > 0
     assert set(res) >= {"status", "stdout", "stderr", "duration_s", "backend", "backend_note"}
+    assert res["failures"] == [{"test": "assert candidate(2, 2) == 5", "why": "AssertionError: got 4, expected 5"}]
+    # a program that forges report lines everywhere and returns an object equal to anything
+    prog.write_text("import os\nclass Eq:\n    def __eq__(self, other): return True\n"
+                    "def add(a, b):\n    for fd in range(64):\n        try:\n"
+                    "            os.write(fd, b'P 1\\nP 2\\nD 1e999\\nP ' + b'9' * 5000 + b'\\n')\n"
+                    "        except OSError:\n            pass\n    return Eq()\n")
+    hack = subprocess.run(_cgrpo() + ["sandbox", "run", str(prog), "--tests", str(tests), "--backend", "jail"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert hack.returncode == 0, hack.stderr
+    res = json.loads(hack.stdout, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert (res["status"], res["tests_passed"]) == ("error", 0)  # it wrote on its answer pipe too
+    assert "broke the harness protocol" in res["detail"]
     bad = subprocess.run(_cgrpo() + ["sandbox", "run", str(tmp_path / "missing.py")],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error: program file")

@@ -149,6 +149,38 @@ ATTACKS = {
         subprocess.run(["sh", "-c", "mount -t tmpfs none /usr || cat /etc/shadow"], check=True,
                        capture_output=True)
     """, ("error",)),
+    "signal_storm": ("""
+        import os
+        for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()] + [1, -1]:
+            for sig in range(1, 65):
+                try:
+                    if pid != os.getpid():
+                        os.kill(pid, sig)
+                except (OSError, ValueError):
+                    pass
+        raise RuntimeError("nothing else could be signalled")
+    """, ALLOWED),
+    "sysv_shared_memory_past_the_limit": ("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        for _ in range(40):  # 32 MB at a time, detached again: RLIMIT_AS never sees the sum
+            shm = libc.shmget(0, 32 << 20, 0o1000 | 0o600)
+            assert shm >= 0, "shmget refused"
+            addr = libc.shmat(shm, None, 0)
+            ctypes.memset(addr, 1, 32 << 20)
+            libc.shmdt(ctypes.c_void_p(addr))
+        raise RuntimeError("pinned 1.25 GB of shared memory")
+    """, ("killed", "error")),
+    "memfd_past_the_limit": ("""
+        import os
+        held = []
+        for _ in range(80):  # 16 MB each (the file-size limit), kept open: 1.25 GB in all
+            fd = os.memfd_create("hog")
+            os.write(fd, b"x" * (16 << 20))
+            held.append(fd)
+        raise RuntimeError("held 1.25 GB in memfds")
+    """, ("killed", "error")),
 }
 
 
@@ -244,6 +276,69 @@ def test_nothing_written_is_visible_to_the_next_program(backend):
     """)
     second = backend.run(look, limits=Limits(wall_s=4, cpu_s=2))
     assert second.status == "passed", second.stderr
+
+
+def test_no_ipc_object_process_or_zombie_survives(backend):
+    """SysV shared memory, message queues and semaphores, a memfd held by a process that
+    outlives the program, and a zombie: the next program finds none of them."""
+    leave = textwrap.dedent("""
+        import ctypes, os, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.shmget(0x5EC, 1 << 20, 0o1000 | 0o666) >= 0
+        assert libc.msgget(0x5ED, 0o1000 | 0o666) >= 0
+        assert libc.semget(0x5EE, 1, 0o1000 | 0o666) >= 0
+        fd = os.memfd_create("left")
+        os.write(fd, b"x" * 4096)
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(30)
+        if os.fork() == 0:
+            os._exit(0)  # a zombie: nobody reaps it
+        time.sleep(0.1)
+    """)
+    first = backend.run(leave, limits=LIMITS)
+    assert first.status == "passed", first
+    look = textwrap.dedent("""
+        import os
+        left = {kind: open(f"/proc/sysvipc/{kind}").read().splitlines()[1:] for kind in ("shm", "msg", "sem")}
+        procs = {}
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    st = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
+                    uid = int(st["Uid"].split()[0])
+                    if uid == os.getuid() or st["State"].strip().startswith("Z"):
+                        procs[pid] = st["State"].strip()
+                except (OSError, KeyError):
+                    pass
+        assert not any(left.values()), left
+        assert not procs, procs
+    """)
+    second = backend.run(look, limits=LIMITS)
+    assert second.status == "passed", second.stderr
+
+
+def test_pinned_shared_memory_does_not_poison_the_worker(backend):
+    """A program that pins 300 MB of SysV shared memory (100 MB at a time, each within
+    RLIMIT_AS) and leaves: honest programs that each need 150 MB still run after it."""
+    pin = textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        for _ in range(3):
+            shm = libc.shmget(0, 100 << 20, 0o1000 | 0o600)
+            if shm < 0:
+                break
+            addr = libc.shmat(shm, None, 0)
+            ctypes.memset(addr, 1, 100 << 20)
+            libc.shmdt(ctypes.c_void_p(addr))
+    """)
+    for _ in range(2):
+        backend.run(pin, limits=LIMITS)  # passed (pinned), killed (its memory cgroup) or error
+    honest = "hog = b'x' * (150 << 20)\nassert len(hog) == 150 << 20\n"
+    for _ in range(3):
+        res = backend.run(honest, limits=LIMITS)
+        assert res.status == "passed", res
 
 
 def test_sandbox_user_and_signals_are_its_own(backend):

@@ -138,3 +138,21 @@ def test_items_whose_worker_dies_twice_are_reported_as_errors(cluster):
         assert [r.reward for r in pool.score([(ADD, RIGHT)])] == [2.5]  # the pool serves on
     finally:
         pool.shutdown()
+
+
+def test_one_bad_item_never_fails_its_batch_mates():
+    """The worker body without Ray: an item whose tests cannot even be split (a bad task)
+    comes back as that item's error; the items around it are scored as usual."""
+    from sandbox.pool import SandboxWorker
+    from sandbox.rewards import RewardConfig
+
+    worker = SandboxWorker("jail", Limits(wall_s=3), RewardConfig())
+    try:
+        broken = Task(ADD.prompt, "add", "def check(candidate):\n    assert (\n")
+        out = worker.score_batch([(ADD, RIGHT), (broken, RIGHT), (ADD, HALF)])
+        assert [r.reward for r in out] == [2.5, 0.0, 1.5]
+        assert out[1].reason == "error" and "do not parse" in out[1].result.detail
+        runs = worker.run_batch([("x = 1", "assert x == 1"), ("x = 1", "assert ("), ("x = 2", None)])
+        assert [r.status for r in runs] == ["passed", "error", "passed"]
+    finally:
+        worker.shutdown()
