@@ -126,5 +126,9 @@ def _print_summary(runs: list[dict], ks: list[int], to_stderr: bool = False) -> 
                       f"{r['gen_seconds']:.1f}", f"{r['exec_seconds']:.1f}",
                       ", ".join(f"{s} {c}" for s, c in sorted(r["statuses"].items())))
     Console(stderr=to_stderr).print(table)
+    limited = sum(r.get("harness_limited", 0) for r in runs)
+    if limited:
+        print(f"{limited} program(s) failed only because a test needs more than plain data to reach the "
+              "program (harness limitation, see docs/sandbox.md): counted as not passed", file=sys.stderr)
 
 

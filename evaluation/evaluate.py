@@ -47,12 +47,24 @@ def _progress(total: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
+HARNESS_LIMITED = "harness-limited"
+
+
+def _status(result) -> str:
+    if result.status != "passed" and getattr(result, "harness_limitations", 0):
+        return HARNESS_LIMITED
+    return result.status
+
+
 def run_completions(items: list[tuple[Task, str]], *, workers: int = 2, limits=None, backend: str = "auto",
                     pool=None, progress: bool = False) -> list[tuple[bool, str]]:
     """Run each (task, completion) program in the sandbox; return (passed, status) in order.
 
     Identical (task, completion) pairs run once. ``pool`` (a ``sandbox.pool.SandboxPool``)
     sends the work to Ray actors; otherwise a thread pool calls ``sandbox.run_program``.
+    A program that did not pass because a test needed more than plain data to reach it (a
+    generator, an object of its own class: docs/sandbox.md) has the status
+    ``HARNESS_LIMITED``, so such tasks show up in every count instead of passing as failures.
     """
     unique: dict[tuple[str, str], int] = {}
     order: list[int] = []
@@ -68,7 +80,8 @@ def run_completions(items: list[tuple[Task, str]], *, workers: int = 2, limits=N
     try:
         if pool is not None:
             for i, reward in enumerate(pool.score(jobs)):
-                status = getattr(getattr(reward, "result", None), "status", None) or reward.reason or "?"
+                result = getattr(reward, "result", None)
+                status = _status(result) if result is not None else reward.reason or "?"
                 results[i] = (bool(reward.all_passed), "passed" if reward.all_passed else status)
             bar.update(len(jobs))
         else:
@@ -79,7 +92,7 @@ def run_completions(items: list[tuple[Task, str]], *, workers: int = 2, limits=N
             def run_one(job: tuple[Task, str]) -> tuple[bool, str]:
                 program, tests = program_for(job[0], job[1])
                 result = run_program(program, tests, limits=limits, backend=backend)
-                return result.status == "passed", result.status
+                return result.status == "passed", _status(result)
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as executor:
                 futures = {executor.submit(run_one, job): i for i, job in enumerate(jobs)}
@@ -116,6 +129,7 @@ def evaluate_completions(tasks: Sequence[Task], completions: Sequence[Sequence[s
         "num_tasks": len(tasks),
         "n": n_min,
         "statuses": dict(statuses),
+        "harness_limited": statuses.get(HARNESS_LIMITED, 0),
         "programs_run": len({(t.task_id, c) for t, c in flat}),
         "exec_seconds": exec_s,
         "per_task": per_task,

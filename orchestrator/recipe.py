@@ -185,7 +185,8 @@ def viewer_sample(batch: ScoredBatch, decode: Callable[[list[int]], str]) -> dic
             "reward": reward.reward, "status": result.status if result else reward.reason,
             "test_report": {"reason": reward.reason, "tests_passed": result.tests_passed if result else 0,
                             "tests_total": result.tests_total if result else 0,
-                            "stderr": (result.stderr or "")[-500:] if result else ""}}
+                            "stderr": (result.stderr or "")[-500:] if result else "",
+                            "failures": list(result.failures or [])[:5] if result else []}}  # which tests, why
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:

@@ -25,6 +25,11 @@ def register(subparsers) -> None:
     stats.add_argument("--reasons", type=int, default=3, metavar="N", help="rejection reasons shown per source")
     stats.add_argument("--seed", type=int, default=0, help="built-in generator seed (default 0: the fixed splits)")
     stats.add_argument("--json", metavar="PATH", help="also write the counts as JSON ('-' for stdout)")
+    stats.add_argument("--run-canonical", action="store_true",
+                       help="also run every canonical solution in the sandbox: how many pass, and how many "
+                       "fail only because a test needs more than plain data (harness limitation)")
+    stats.add_argument("--workers", type=int, default=2, help="sandbox runs in parallel for --run-canonical")
+    stats.add_argument("--backend", default="auto", help="sandbox backend for --run-canonical (default auto)")
     stats.set_defaults(func=_stats)
 
     build = data_sub.add_parser("build-codeio", help="make CodeI/O tests by running reference solutions in the sandbox",
@@ -83,13 +88,41 @@ def _stats(args) -> int:
         reasons = [str(r) for r in report.rejected[: args.reasons]]
         counted = Counter(r.reason.split(" (")[0] if not r.reason.startswith("duplicate") else "duplicate"
                           for r in report.rejected)
+        canonical = _run_canonical(report, args) if args.run_canonical else None
+        if canonical:
+            note = "\n".join(filter(None, [note, _canonical_line(canonical)]))
         text = "\n".join(filter(None, [note] + [f"{n} x {why}" for why, n in counted.most_common(4)] + reasons))
         table.add_row(name, str(len(report.tasks)), str(len(report.rejected)), text)
         summary[name] = {"loaded": len(report.tasks), "rejected": len(report.rejected), **report.counts,
                          "rejections": [{"where": r.where, "reason": r.reason} for r in report.rejected[: args.reasons]]}
+        if canonical:
+            summary[name]["canonical"] = canonical
     Console(stderr=args.json == "-").print(table)
     write_json(args.json, summary)
     return 0
+
+
+def _run_canonical(report: LoadReport, args) -> dict | None:
+    """Every canonical solution of a source through the sandbox: passed, failed, and failed
+    only because a test needs more than plain data to reach the program."""
+    from evaluation.evaluate import HARNESS_LIMITED, run_completions  # noqa: PLC0415
+
+    tasks = [t for t in report.tasks if t.canonical_solution is not None]
+    if not tasks:
+        return None
+    results = run_completions([(t, t.canonical_solution) for t in tasks], workers=args.workers,
+                              backend=args.backend)
+    failing = [(t.task_id, status) for t, (ok, status) in zip(tasks, results) if not ok]
+    return {"run": len(tasks), "passed": len(tasks) - len(failing),
+            "harness_limited": sum(status == HARNESS_LIMITED for _, status in failing),
+            "failing": [{"task_id": tid, "status": status} for tid, status in failing[:args.reasons]]}
+
+
+def _canonical_line(c: dict) -> str:
+    line = f"canonical solutions: {c['passed']}/{c['run']} pass"
+    if c["harness_limited"]:
+        line += f", {c['harness_limited']} need more than plain data (harness limitation)"
+    return line + "".join(f"\n  fails: {f['task_id']} ({f['status']})" for f in c["failing"])
 
 
 def _build_codeio(args) -> int:

@@ -241,3 +241,17 @@ def test_control_form_uses_the_token(redis_url, app_url, page):
     page.locator("#ctl-scale").click()
     page.wait_for_function("() => document.querySelector('#ctl-result').textContent.startsWith('200')")
     assert [(c["cmd"], c["rollout_actors"]) for c in js.pop_commands()] == [("scale", 4)]
+
+
+def test_rollout_viewer_lists_failed_tests_and_why(redis_url, app_url, page):
+    js = write_job(redis_url, "failing-run", steps=3)
+    js.set_rollout(dict(_rollout_sample(), reward=1.75, status="failed", test_report={
+        "reason": "failed", "tests_passed": 3, "tests_total": 4, "stderr": "",
+        "failures": [{"test": "assert candidate(2, 2) == 5", "why": "AssertionError: got 4, expected 5"}]}))
+    js.flush()
+    page.goto(f"{app_url}/jobs/failing-run")
+    item = page.locator("#rollout .failures li")
+    item.wait_for()
+    assert item.count() == 1 and "got 4, expected 5" in item.inner_text()
+    assert item.locator("code").inner_text() == "assert candidate(2, 2) == 5"
+    assert '"tests_passed": 3' in page.locator("#rollout .test-report pre").inner_text()

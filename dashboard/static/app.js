@@ -403,8 +403,22 @@ function renderRollout() {
     h('div', { class: 'replay' }, play, slider, label),
     tokBox,
     ro.prompt ? h('details', {}, h('summary', {}, 'Prompt'), h('pre', {}, ro.prompt)) : null,
-    h('details', { open: true }, h('summary', {}, 'Test report'),
-      h('pre', {}, ro.test_report || 'no test report')));
+    h('details', { open: true }, h('summary', {}, 'Test report'), testReport(ro.test_report)));
+}
+
+// The sandbox's report: which tests failed and why (the judge's words, e.g. "got 4,
+// expected 5"), then the rest of the report as it came. Plain text stays plain text.
+function testReport(text) {
+  let rep = null;
+  try { rep = JSON.parse(text); } catch (e) { /* not JSON: shown as it is */ }
+  if (!rep || typeof rep !== 'object' || !Array.isArray(rep.failures) || !rep.failures.length) {
+    return h('pre', {}, text || 'no test report');
+  }
+  const { failures, ...rest } = rep;
+  return h('div', { class: 'test-report' },
+    h('ul', { class: 'failures' }, failures.map(f => h('li', {},
+      h('code', {}, String((f && f.test) || '?')), ' — ', String((f && f.why) || '')))),
+    h('pre', {}, JSON.stringify(rest, null, 2)));
 }
 
 // ---------------------------------------------------------------------------- control
