@@ -41,16 +41,25 @@ LINE_MAX = 600
 _NO_BREAKS = {c: " " for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
 
 
-class HarnessLimitation(Exception):
+# The judge's own incidents derive from BaseException, not Exception: a test written as
+# ``try: candidate(-1) except Exception: pass`` (expecting the program to raise) must not
+# pass because the program exited, broke the protocol or answered with a refused value.
+# A test that catches even these is still failed: see ProgramLink.incident.
+
+class HarnessLimitation(BaseException):
     """The test needs more than plain data to cross between it and the program."""
 
 
-class ProgramEnded(Exception):
+class ProgramEnded(BaseException):
     """The program process is gone (exited or killed); its calls cannot be answered."""
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(BaseException):
     """The program process sent something that is not a well-formed answer."""
+
+
+class RefusedValue(BaseException):
+    """The program answered with a value past the size or nesting bounds."""
 
 
 class SetupFailed(Exception):
@@ -99,7 +108,14 @@ class ProgramLink:
         self.gone: ProgramEnded | ProtocolViolation | None = None
         self.fate: tuple[str, int, float] | None = None  # ("exit", code, cpu) | ("signal", sig, cpu)
         self.reported_cpu = 0.0
+        self.incident: BaseException | None = None  # the first harness incident of the current unit
         self._classes: dict[tuple[str, str], type] = {}
+
+    def _incident(self, exc: BaseException) -> BaseException:
+        """Remember ``exc`` for the unit being run (it fails even if the test catches it)."""
+        if self.incident is None:
+            self.incident = exc
+        return exc
 
     # -- the program process's end -----------------------------------------------------
     def reap(self, wait_s: float) -> tuple | None:
@@ -129,11 +145,11 @@ class ProgramLink:
         else:
             err = ProgramEnded(f"exited (code {fate[1]})")
         self.gone = err
-        return err
+        return self._incident(err)
 
     def receive(self) -> tuple[bytes, bytes]:
         if self.gone:
-            raise self.gone
+            raise self._incident(self.gone)
         try:
             while True:
                 tag, body = _plain.receive(self.answers, self.pidfd)
@@ -147,13 +163,9 @@ class ProgramLink:
         except _plain.Malformed as exc:
             raise self.violation(str(exc)) from None
 
-    def cpu_seconds(self) -> float:
-        """The program's CPU time: exact once reaped, else as it last reported it."""
-        return self.fate[2] if self.fate else self.reported_cpu
-
     def violation(self, what: str) -> ProtocolViolation:
         self.gone = ProtocolViolation(f"the program broke the harness protocol: {what}")
-        return self.gone
+        return self._incident(self.gone)
 
     def decode(self, body: bytes):
         try:
@@ -161,16 +173,13 @@ class ProgramLink:
         except _plain.Malformed as exc:
             raise self.violation(str(exc)) from None
 
-    def send(self, tag: bytes, body: bytes) -> None:
+    def request(self, tag: bytes, body: bytes) -> tuple[bytes, bytes]:
         if self.gone:
-            raise self.gone
+            raise self._incident(self.gone)
         try:
             _plain.send(self.requests, tag, body)
         except OSError:
             raise self._ended() from None
-
-    def request(self, tag: bytes, body: bytes) -> tuple[bytes, bytes]:
-        self.send(tag, body)
         return self.receive()
 
     def close(self) -> None:
@@ -209,10 +218,10 @@ class ProgramLink:
         try:
             body = _plain.encode((name, args, kwargs))
         except _plain.NotPlain as exc:
-            raise HarnessLimitation(f"the test passes a {exc} to the program's {name}(); only plain "
-                                    "data crosses to the program") from None
+            raise self._incident(HarnessLimitation(
+                f"the test passes a {exc} to the program's {name}(); only plain data crosses to the program"))
         except _plain.TooLarge as exc:
-            raise HarnessLimitation(f"the arguments of {name}() are {exc}") from None
+            raise self._incident(HarnessLimitation(f"the arguments of {name}() are {exc}"))
         tag, body = self.request(b"C", body)
         if tag == b"v":
             return self.decode(body)
@@ -220,10 +229,12 @@ class ProgramLink:
             raise self._exception(self.decode(body))
         if tag == b"n":
             kind = self.decode(body)
-            raise HarnessLimitation(f"{name}() returned a {clean(kind, 80)}, which is not plain data "
-                                    "(None, bool, int, float, complex, str, bytes, list, tuple, dict, set)")
+            raise self._incident(HarnessLimitation(
+                f"{name}() returned a {clean(kind, 80)}, which is not plain data "
+                "(None, bool, int, float, complex, str, bytes, list, tuple, dict, set)"))
         if tag == b"t":
-            raise ValueError(f"{name}() returned a value the judge refuses: {clean(self.decode(body), 120)}")
+            raise self._incident(RefusedValue(
+                f"{name}() returned a value the judge refuses: {clean(self.decode(body), 120)}"))
         if tag == b"m":
             exc = MemoryError(f"raised by the program's {name}()")
             exc._cgrpo_from_program = True
@@ -273,17 +284,20 @@ class RemoteFunction:
     def __getattr__(self, attr: str):
         if attr.startswith("__"):
             raise AttributeError(attr)
-        raise HarnessLimitation(f"the test reads {self.__name__}.{attr}; only calls cross to the program")
+        raise self._link._incident(HarnessLimitation(
+            f"the test reads {self.__name__}.{attr}; only calls cross to the program"))
 
 
 class Unavailable:
     """A name of the program whose value is neither plain data nor a function."""
 
-    def __init__(self, name: str, kind: str):
+    def __init__(self, link: ProgramLink, name: str, kind: str):
+        self._link = link
         self._what = f"the program's {name!r} (a {clean(kind, 80)})"
 
     def _refuse(self, *_args, **_kwargs):
-        raise HarnessLimitation(f"the test uses {self._what}: only plain data and calls cross")
+        raise self._link._incident(HarnessLimitation(
+            f"the test uses {self._what}: only plain data and calls cross"))
 
     __call__ = __getattr__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
     __iter__ = __len__ = __bool__ = __getitem__ = __contains__ = __hash__ = _refuse
@@ -381,6 +395,8 @@ def _failure(exc: BaseException, explainer: Explainer) -> str:
         return f"{type(exc).__name__}: {exc} (raised by the program)"
     if isinstance(exc, ProgramEnded):
         return f"the program {exc} during this test"
+    if isinstance(exc, (HarnessLimitation, ProtocolViolation, RefusedValue)):
+        return str(exc)
     if isinstance(exc, AssertionError) and explainer.last:
         return f"AssertionError: {explainer.last}" + (f" ({exc})" if str(exc) else "")
     return f"{type(exc).__name__}: {exc}"
@@ -447,21 +463,25 @@ def run(req: dict, report: Reporter, link: ProgramLink) -> None:
                 elif kind[0] == "data" and len(kind) == 2:
                     namespace[name] = kind[1]
                 elif kind[0] == "other":
-                    namespace[name] = Unavailable(name, str(kind[1]) if len(kind) > 1 else "?")
+                    namespace[name] = Unavailable(link, name, str(kind[1]) if len(kind) > 1 else "?")
         except (ProgramEnded, ProtocolViolation):
             pass  # every unit that calls the program reports it
     for i, (kind, source) in enumerate(units):
-        explainer.last = None
+        explainer.last = link.incident = None
+        failure = None
         try:
             exec(compile_unit(source, i), namespace)
+        except BaseException as exc:  # a failed assert, the program's exception, anything
+            failure = exc
+        if link.incident is not None:  # counts even when the test caught it
+            failure = link.incident
+        if failure is None:
             if kind == "test":
                 report("P", i)
-        except HarnessLimitation as exc:
-            report("H" if kind == "test" else "S", i, exc)
-        except ProtocolViolation as exc:
-            report("F" if kind == "test" else "S", i, exc)
-        except BaseException as exc:  # a failed assert, the program's exception, anything
-            report("F" if kind == "test" else "S", i, _failure(exc, explainer))
+        elif kind != "test":
+            report("S", i, _failure(failure, explainer))
+        else:
+            report("H" if isinstance(failure, HarnessLimitation) else "F", i, _failure(failure, explainer))
     _finish(link, report)
 
 

@@ -62,13 +62,16 @@ def _plain_base(value):
     kind = type(value)
     if kind is bool or value is None:
         return None, value
-    for base, tag, convert in _BASES:
+    for base, tag, _convert in _BASES:
         if kind is base:
             return tag, value
     for base, tag, convert in _BASES:
-        if isinstance(value, base):
-            return tag, convert(value)
-    raise NotPlain(kind.__name__)
+        if isinstance(value, base):  # a subclass, or an object that only claims to be one
+            try:
+                return tag, convert(value)
+            except TypeError:
+                break
+    raise NotPlain(getattr(kind, "__name__", "object"))
 
 
 _BASES = (

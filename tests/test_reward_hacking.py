@@ -480,3 +480,35 @@ def test_a_program_cannot_read_the_one_before(backend):
     second = _score(backend, _fenced(LOOK_FOR_TRACES), task)
     assert second.result.tests_passed == 0, f"found the secret: {second.result}"
     assert second.result.status == "failed", second.result  # it looked everywhere, and finished
+
+
+RAISES = Task('def solve(x):\n    """11 times x; ValueError for x < 0."""\n', "solve", """def check(candidate):
+    try:
+        candidate(-1)
+        assert False, "no exception"
+    except BaseException as exc:
+        assert not isinstance(exc, AssertionError)
+    try:
+        candidate(-2)
+        assert False, "no exception"
+    except Exception as exc:
+        assert not isinstance(exc, AssertionError)
+""")
+
+INCIDENTS = {  # ways for a call to end without a value or an exception of the program's own
+    "exit_in_the_call": "import os\ndef solve(x):\n    os._exit(0)\n",
+    "sys_exit_in_the_call": "import sys\ndef solve(x):\n    sys.exit(3)\n",
+    "refused_answer": "def solve(x):\n    return 'y' * (8 << 20)\n",
+    "not_plain_answer": "def solve(x):\n    return iter([x])\n",
+    "garbage_on_the_answer_pipe": "import os\ndef solve(x):\n    os.write(4, b'\\xff' * 64)\n    return 0\n",
+}
+
+
+@pytest.mark.parametrize("name", list(INCIDENTS))
+def test_a_harness_incident_never_satisfies_a_test_expecting_an_exception(backend, name):
+    """A test that expects the program to raise, and catches broadly, is not passed by a
+    program that exits, answers with something that cannot cross, or breaks the protocol."""
+    honest = _score(backend, "    if x < 0:\n        raise ValueError(x)\n    return 11 * x\n", RAISES)
+    assert (honest.result.tests_passed, honest.result.tests_total) == (2, 2), honest.result
+    res = _score(backend, _fenced(INCIDENTS[name]), RAISES)
+    assert res.result.tests_passed == 0, f"{name}: {res.result}"
