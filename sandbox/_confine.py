@@ -224,7 +224,8 @@ def apply_limits(limits: dict, extra_memory_mb: int = 0, extra_cpu_s: int = 0) -
 
 def remove_sysv_ipc() -> int:
     """Remove every SysV shared-memory segment, message queue and semaphore set this uid may
-    remove (container mode sweeps as the program's uid). Returns how many were removed."""
+    remove (in a container the executor takes each program's uid as its effective uid for
+    this). Returns how many were removed."""
     removed = 0
     for kind in ("shm", "msg", "sem"):
         try:

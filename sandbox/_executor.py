@@ -15,7 +15,7 @@ once at start, before any request, so it holds no program, test or result of any
 
 Forking a warm interpreter costs about a millisecond; starting a cold one costs tens: that
 difference is the sandbox's speed. The pair for the next program is forked and confined
-while the current one runs (jail) or right after it (container).
+while the current one runs.
 
 Two confinement modes, chosen by the host:
 ``jail``      the executor is root inside bubblewrap (namespaces, read-only binds). The
@@ -25,9 +25,9 @@ Two confinement modes, chosen by the host:
               memory counts against its limit. Killing the judge ends everything of that
               program: the kernel tears the namespaces down.
 ``container`` the executor is PID 1 of a Docker container, root with only the SETUID,
-              SETGID and KILL capabilities. After each program a sweeper running as the
-              program's uid (then the judge's) kills every process of that uid, removes its
-              SysV IPC objects and deletes its files.
+              SETGID and KILL capabilities. After each program it kills every process of the
+              program's and the judge's uids and, as each of them in turn, removes their SysV
+              IPC objects and deletes their files.
 
 This file and its siblings must stay standard-library only: they are shipped into the jail
 and the Docker image as source, and the host imports them only to unit-test pure parts.
@@ -35,6 +35,8 @@ and the Docker image as source, and the host imports them only to unit-test pure
 
 from __future__ import annotations
 
+import collections
+import fcntl
 import gc
 import json
 import os
@@ -129,18 +131,10 @@ def _judge_process(cfg: dict, n: int, disk_mb: int, memory_mb: int, fds: dict) -
     signal.set_wakeup_fd(-1)  # the template's: that fd number is about to mean something else
     report_fd = fds["report"]
     try:
-        pidns = None
-        if cfg["mode"] == "jail":  # the program: PID 1 of a namespace nested in ours
-            pidns = os.open("/proc/self/ns/pid", os.O_RDONLY)
-            _confine.unshare(_confine.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _program_process(cfg, n, disk_mb, memory_mb, fds)
-            finally:
-                os._exit(72)
+        # The program: in the jail, PID 1 of a namespace nested in ours
+        pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if cfg["mode"] == "jail" else None
+        pid = _fork(lambda: _program_process(cfg, n, disk_mb, memory_mb, fds), pidns)
         if pidns is not None:
-            _confine.setns(pidns, _confine.CLONE_NEWPID)
             os.close(pidns)
         os.setsid()
         _confine.arrange_fds({1: fds["out"], 2: fds["err"], 3: fds["report"], 4: fds["tests"],
@@ -178,6 +172,28 @@ def _judge_process(cfg: dict, n: int, disk_mb: int, memory_mb: int, fds: dict) -
         os._exit(0)
 
 
+def _fork(child, pidns: int | None) -> int:
+    """Fork a process that runs ``child()`` and never returns; our pid. With ``pidns`` (a
+    descriptor of our own PID namespace) the child is PID 1 of a fresh namespace nested in
+    ours, and our later children are back in ours."""
+    if pidns is not None:
+        _confine.unshare(_confine.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        if pidns is not None:
+            _confine.setns(pidns, _confine.CLONE_NEWPID)
+        raise
+    if pid == 0:
+        try:
+            child()
+        finally:
+            os._exit(72)
+    if pidns is not None:
+        _confine.setns(pidns, _confine.CLONE_NEWPID)
+    return pid
+
+
 def _warm_up(judge: bool) -> None:
     """While waiting, touch what running a program (or judging it) touches: the
     copy-on-write page faults of a fresh fork happen now, not on the clock."""
@@ -209,27 +225,11 @@ def _spawn_pair(cfg: dict, n: int, disk_mb: int, memory_mb: int, pidns: int | No
     fds = dict(ends)
     fds["requests"], fds["to_program"] = os.pipe2(os.O_CLOEXEC)
     fds["from_program"], fds["answers"] = os.pipe2(os.O_CLOEXEC)
-    try:
-        import fcntl
-
+    try:  # room for a long report while the executor is busy elsewhere
         fcntl.fcntl(ends["report"], fcntl.F_SETPIPE_SZ, 1 << 20)
     except OSError:
         pass
-    if pidns is not None:
-        _confine.unshare(_confine.CLONE_NEWPID)  # the judge: PID 1 of a fresh namespace
-    try:
-        pid = os.fork()
-    except BaseException:
-        if pidns is not None:
-            _confine.setns(pidns, _confine.CLONE_NEWPID)
-        raise
-    if pid == 0:
-        try:
-            _judge_process(cfg, n, disk_mb, memory_mb, fds)
-        finally:
-            os._exit(72)
-    if pidns is not None:
-        _confine.setns(pidns, _confine.CLONE_NEWPID)  # our later children: back in our namespace
+    pid = _fork(lambda: _judge_process(cfg, n, disk_mb, memory_mb, fds), pidns)
     for fd in fds.values():
         os.close(fd)
     # Opened before we could reap it: the executor signals and watches the judge through
@@ -286,6 +286,10 @@ def _report_exits(sock: socket.socket) -> None:
                                  "cpu": round(ru.ru_utime + ru.ru_stime, 4)}).encode())
 
 
+class TemplateDied(Exception):
+    """The template process is gone: this executor cannot fork programs any more."""
+
+
 class Template:
     """The executor's handle on the template process."""
 
@@ -301,38 +305,47 @@ class Template:
         theirs.close()
         self.sock = ours
         self.exits: dict[int, dict] = {}
+        self.forked: collections.deque = collections.deque()
 
-    def _receive(self, timeout: float | None) -> tuple[dict, list[int]] | None:
+    def _pump(self, timeout: float | None) -> bool:
+        """Read one message (waiting up to ``timeout``; None: forever) and file it: a forked
+        pair, a judge's exit, or a fork error. False when nothing came in time."""
         if timeout is not None:
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
             if not poller.poll(timeout * 1000):
-                return None
+                return False
         data, fds, _flags, _addr = socket.recv_fds(self.sock, 4096, len(_PAIR_FDS))
         if not data:
-            raise RuntimeError("the template process died")
-        return json.loads(data), fds
+            raise TemplateDied("the template process died")
+        msg = json.loads(data)
+        if "exit" in msg:
+            self._remember(msg)
+        elif "error" in msg:
+            self.forked.append(RuntimeError(f"cannot fork a program: {msg['error']}"))
+        else:
+            self.forked.append((msg["pid"], dict(zip(fds, _PAIR_FDS))))
+        return True
 
-    def spawn(self, n: int, disk_mb: int, memory_mb: int) -> tuple[int, dict[int, str]]:
+    def request_pair(self, n: int, disk_mb: int, memory_mb: int) -> None:
+        """Ask for the next pair; it is forked while we do other things (see ``pair``)."""
         self.sock.sendall(json.dumps({"n": n, "disk_mb": disk_mb, "memory_mb": memory_mb}).encode())
-        while True:
-            msg, fds = self._receive(None)
-            if "exit" in msg:
-                self._remember(msg)
-            elif "error" in msg:
-                raise RuntimeError(f"cannot fork a program: {msg['error']}")
-            else:
-                return msg["pid"], dict(zip(fds, _PAIR_FDS))
+
+    def pair(self) -> tuple[int, dict[int, str]]:
+        """The pair asked for first and not yet taken: (judge pid, {fd: name})."""
+        while not self.forked:
+            self._pump(None)
+        got = self.forked.popleft()
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     def exit_of(self, pid: int, wait_s: float) -> dict | None:
         """The judge's exit status, as the template reaped it (waiting up to ``wait_s``)."""
         deadline = time.monotonic() + wait_s
         while pid not in self.exits:
-            got = self._receive(max(0.0, deadline - time.monotonic()))
-            if got is None:
+            if not self._pump(max(0.0, deadline - time.monotonic())):
                 return None
-            if "exit" in got[0]:
-                self._remember(got[0])
         return self.exits.pop(pid)
 
     def _remember(self, msg: dict) -> None:
@@ -374,14 +387,23 @@ class Executor:
 
     # -- one program ---------------------------------------------------------------------
     def _prefork(self, disk_mb: int, memory_mb: int) -> None:
+        """Ask the template for the next pair; it is collected when needed (``_spare_pair``),
+        so the executor never waits for a fork while a program runs."""
         self.n += 1
-        pid, fds = self.template.spawn(self.n, disk_mb, memory_mb)
-        pidfd = next(fd for fd, name in fds.items() if name == "pidfd")
-        self._spare = {"pid": pid, "pidfd": pidfd, "n": self.n, "disk_mb": disk_mb,
-                       "memory_mb": memory_mb, "fds": fds}
+        self.template.request_pair(self.n, disk_mb, memory_mb)
+        self._spare = {"n": self.n, "disk_mb": disk_mb, "memory_mb": memory_mb, "fds": None}
+
+    def _spare_pair(self) -> dict | None:
+        """The spare, its pair collected from the template."""
+        spare = self._spare
+        if spare is not None and spare["fds"] is None:
+            spare["pid"], spare["fds"] = self.template.pair()
+            spare["pidfd"] = next(fd for fd, name in spare["fds"].items() if name == "pidfd")
+        return spare
 
     def _retire_spare(self) -> None:
-        spare, self._spare = self._spare, None
+        spare = self._spare_pair()
+        self._spare = None
         if spare:
             self._kill(spare)
             for fd in spare["fds"]:
@@ -391,14 +413,15 @@ class Executor:
         """A confined pair for these limits that is still alive (a pair whose set-up failed
         has exited: it is replaced, so one bad fork never fails an honest program)."""
         for _attempt in range(3):
-            spare = self._spare
+            spare = self._spare_pair()
             if spare is None or (spare["disk_mb"], spare["memory_mb"]) != (disk_mb, memory_mb) \
                     or not _alive(spare["pidfd"]):
                 self._retire_spare()
                 self._prefork(disk_mb, memory_mb)
                 continue
             break
-        spare, self._spare = self._spare, None
+        spare = self._spare_pair()
+        self._spare = None
         return spare
 
     def run(self, req: dict) -> dict:
@@ -416,11 +439,10 @@ class Executor:
                 except OSError:
                     pass  # the pair died in set-up: its report says why
                 os.close(ends[name])
-            if self.mode == "jail":
-                # The next pair is forked and confined while this one runs (other uids, other
-                # namespaces: it sees nothing of this one). In a container it waits for the
-                # sweep, which kills every process of the finished program's uid.
-                self._prefork(disk_mb, memory_mb)
+            # The next pair is forked and confined while this one runs: it has the next
+            # slot's uids (and, in the jail, namespaces of its own), so it sees nothing of
+            # this one, and the container's sweep after this one leaves it alone.
+            self._prefork(disk_mb, memory_mb)
             res = self._watch(spare, start, limits,
                               {fd: name for fd, name in spare["fds"].items()
                                if name in ("out", "err", "report", "done")})
@@ -532,28 +554,29 @@ class Executor:
             pass
 
     def _sweep(self, n: int) -> None:
-        """Container mode, after each program: as the judge's uid, then the program's, kill
-        every process of that uid; as the program's, remove its SysV IPC objects and files."""
-        judge_uid, program_uid = slot_uids(self.cfg, n)
-        pid = os.fork()
-        if pid == 0:
+        """Container mode, after each program: kill every process of its two uids (the
+        program's and the judge's), then, as each uid in turn, remove its SysV IPC objects
+        and its files (we are root without CAP_DAC_OVERRIDE or CAP_SYS_ADMIN: only an
+        owner may delete those)."""
+        uids = set(slot_uids(self.cfg, n))
+        for _ in range(20):  # a process forking during one pass is caught by the next
+            victims = _processes_of(uids)
+            if not victims:
+                break
+            for pidfd in victims:
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.close(pidfd)
+        for uid in sorted(uids):
+            os.seteuid(uid)
             try:
-                helper = os.fork()
-                if helper == 0:
-                    try:
-                        _become(judge_uid)
-                        _kill_every_process_of_my_uid()
-                    finally:
-                        os._exit(0)
-                os.waitpid(helper, 0)
-                _become(program_uid)
-                _kill_every_process_of_my_uid()
                 _confine.remove_sysv_ipc()
                 for root in self.cfg.get("wipe", ()):
                     _wipe(root)
             finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
+                os.seteuid(0)
 
     def _reap_orphans(self) -> None:
         """Container mode: we are PID 1, so processes a program left behind become our
@@ -566,7 +589,7 @@ class Executor:
             if pid == 0:
                 return
             if pid == self.template.pid:
-                raise SystemExit("the template process died")
+                raise TemplateDied("the template process died")
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self, inp, out) -> None:
@@ -587,12 +610,19 @@ class Executor:
                 else:
                     ran = True
                     res = self.run(req)
+            except TemplateDied as exc:  # fatal: exit, and the host starts a fresh executor
+                out.write(json.dumps({"id": None, "infra_error": str(exc)}) + "\n")
+                out.flush()
+                return
             except Exception as exc:  # an executor fault, reported, never fatal
                 res = {"id": None, "infra_error": f"{type(exc).__name__}: {exc}"}
             out.write(json.dumps(res) + "\n")
             out.flush()
             if ran:
-                self.after_run()
+                try:
+                    self.after_run()
+                except TemplateDied:
+                    return
 
 
 def _alive(pidfd: int) -> bool:
@@ -607,18 +637,31 @@ def _feed(fd: int, payload: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _become(uid: int) -> None:
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-
-
-def _kill_every_process_of_my_uid() -> None:
-    for _ in range(3):  # a process forking during the first pass is caught by the next
+def _processes_of(uids: set[int]) -> list[int]:
+    """pidfds of the live processes whose real uid is in ``uids``. The pidfd is opened
+    first and checked alive after the uid is read, so a reused pid is never signalled."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            os.kill(-1, signal.SIGKILL)  # never the caller itself, never PID 1
-        except ProcessLookupError:
-            return
+            pidfd = os.pidfd_open(int(name))
+        except OSError:
+            continue
+        uid = None
+        try:
+            with open(f"/proc/{name}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uid = int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        if uid in uids and _alive(pidfd):
+            found.append(pidfd)
+        else:
+            os.close(pidfd)
+    return found
 
 
 def _wipe(root: str) -> None:
@@ -660,8 +703,6 @@ def main(argv: list[str]) -> None:
     site.setquit()
     inp = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
     # The protocol stream moves to a high fd, so fds 3.. are never ours in a child.
-    import fcntl
-
     out = open(fcntl.fcntl(sys.stdout.fileno(), fcntl.F_DUPFD_CLOEXEC, 100), "w", encoding="utf-8")
     # Nothing a child inherits may reach our protocol stream: fd 1 becomes stderr.
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -7,8 +7,8 @@ then travel over that one attached stdin/stdout stream, so there is no ``docker 
 no-new-privileges, and only three capabilities, which the executor (root *inside* the
 container) needs to give each program and its judge a uid of their own (SETUID, SETGID)
 and to stop them (KILL). Programs and judges hold no capability at all. After each
-program a sweeper running as its uid kills every process it left, removes its SysV IPC
-objects and deletes its files, so nothing carries over.
+program the executor kills every process of its uids and, as each of them, removes their
+SysV IPC objects and deletes their files, so nothing carries over.
 
 The image is built without a registry by ``deploy/docker/sandbox/build.sh`` (debootstrap +
 ``docker import``), which ``scripts/docker_setup.sh`` runs.
