@@ -252,21 +252,33 @@ def test_cli_run_prints_one_json_object(tmp_path):
     assert res["stdout"] == "hello\n" and res["backend"] == "jail" and res["duration_s"] > 0
     assert set(res) >= {"status", "stdout", "stderr", "duration_s", "backend", "backend_note"}
     assert res["failures"] == [{"test": "assert candidate(2, 2) == 5", "why": "AssertionError: got 4, expected 5"}]
-    # a program that forges report lines everywhere and returns an object equal to anything
-    prog.write_text("import os\nclass Eq:\n    def __eq__(self, other): return True\n"
-                    "def add(a, b):\n    for fd in range(64):\n        try:\n"
-                    "            os.write(fd, b'P 1\\nP 2\\nD 1e999\\nP ' + b'9' * 5000 + b'\\n')\n"
-                    "        except OSError:\n            pass\n    return Eq()\n")
-    hack = subprocess.run(_cgrpo() + ["sandbox", "run", str(prog), "--tests", str(tests), "--backend", "jail"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert hack.returncode == 0, hack.stderr
-    res = json.loads(hack.stdout, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
-    assert (res["status"], res["tests_passed"]) == ("error", 0)  # it wrote on its answer pipe too
-    assert "broke the harness protocol" in res["detail"]
     bad = subprocess.run(_cgrpo() + ["sandbox", "run", str(tmp_path / "missing.py")],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.startswith("error: program file")
     assert "Traceback" not in bad.stderr
+
+
+def test_cli_answer_is_strict_json_whatever_the_program_writes(tmp_path, capsys):
+    """The CLI's own code (in this process; the program runs in the sandbox): a program that
+    forges report lines with absurd numbers on every descriptor and returns an object equal
+    to anything still yields one strictly valid JSON object scoring nothing."""
+    import argparse
+
+    from sandbox.cli import _run
+
+    prog, tests = tmp_path / "prog.py", tmp_path / "tests.py"
+    prog.write_text("import os\nclass Eq:\n    def __eq__(self, other): return True\n"
+                    "def add(a, b):\n    for fd in range(64):\n        try:\n"
+                    "            os.write(fd, b'P 1\\nP 2\\nD 1e999\\nP ' + b'9' * 5000 + b'\\n')\n"
+                    "        except OSError:\n            pass\n    return Eq()\n")
+    tests.write_text("def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 5\n"
+                     "check(add)\n")
+    args = argparse.Namespace(program=str(prog), tests=str(tests), backend="jail", timeout=3.0,
+                              cpu_timeout=None, memory_mb=256, max_procs=16, output_bytes=64_000, pretty=False)
+    assert _run(args) == 0
+    res = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert (res["status"], res["tests_passed"]) == ("error", 0)  # it wrote on its answer pipe too
+    assert "broke the harness protocol" in res["detail"]
 
 
 def test_env_of_host_does_not_reach_programs(jail, monkeypatch):
