@@ -164,9 +164,13 @@ def trusted_helpers(prompt: str, entry_point: str) -> str:
         tree = ast.parse(prompt)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ""
+    def left_to_the_program(node: ast.AST) -> bool:  # the entry point, a stub, or a class holding one
+        return any(isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and (f.name == entry_point or _is_stub(f))
+                   for f in ast.walk(node))
+
     kept = [node for node in tree.body
-            if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                    and (node.name == entry_point or _is_stub(node)))
+            if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                    and left_to_the_program(node))
             and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
     return "\n".join(ast.unparse(node) for node in kept)
 

@@ -512,3 +512,16 @@ def test_a_harness_incident_never_satisfies_a_test_expecting_an_exception(backen
     assert (honest.result.tests_passed, honest.result.tests_total) == (2, 2), honest.result
     res = _score(backend, _fenced(INCIDENTS[name]), RAISES)
     assert res.result.tests_passed == 0, f"{name}: {res.result}"
+
+
+HELPER_TASK = Task('def scale(x):\n    return 11 * x\n\n\ndef solve(x):\n    """Return scale(x)."""\n', "solve",
+                   "def check(candidate):\n    for x in range(1, 5):\n        assert candidate(x) == scale(x)\n")
+
+
+def test_redefining_the_prompts_helper_changes_nothing(backend):
+    """The tests call a helper the prompt defines; the program redefines it to agree with
+    its own wrong answer. The judge runs the task's helper, not the program's."""
+    honest = _score(backend, "    return scale(x)\n", HELPER_TASK)
+    assert honest.result.status == "passed", honest.result
+    res = _score(backend, _fenced("def scale(x):\n    return 0\ndef solve(x):\n    return 0\n"), HELPER_TASK)
+    assert res.result.tests_passed == 0, res.result
