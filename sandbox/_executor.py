@@ -473,7 +473,7 @@ class Executor:
         cap = int(limits["output_bytes"])
         bufs = {name: bytearray() for name in fds.values()}
         seen = 0
-        timed_out = output_exceeded = exited = done = False
+        timed_out = output_exceeded = done = False
         pidfd = spare["pidfd"]
         poller = select.poll()
         for fd in fds:
@@ -524,7 +524,6 @@ class Executor:
             for fd, _ev in poller.poll(max(0.0, wait_s) * 1000):
                 if fd == pidfd:
                     poller.unregister(pidfd)
-                    exited = True
                     if stop_at is None:
                         stop_at = time.monotonic() + 0.5
                 else:
@@ -538,7 +537,7 @@ class Executor:
         judge = None if done else self.template.exit_of(spare["pid"], 1.0)
         return {
             "exit": judge and judge["code"], "signal": judge and judge["signal"],
-            "judge_cpu_s": judge["cpu"] if judge else None, "judge_exited": exited,
+            "judge_cpu_s": judge["cpu"] if judge else None,
             "timed_out": timed_out, "output_exceeded": output_exceeded, "output_bytes": seen,
             "stdout": bufs["out"].decode("utf-8", "replace"),
             "stderr": bufs["err"].decode("utf-8", "replace"),
