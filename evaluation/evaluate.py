@@ -51,7 +51,7 @@ HARNESS_LIMITED = "harness-limited"
 
 
 def _status(result) -> str:
-    if result.status != "passed" and getattr(result, "harness_limitations", 0):
+    if result.status == "failed" and getattr(result, "harness_limitations", 0):
         return HARNESS_LIMITED
     return result.status
 
@@ -64,7 +64,7 @@ def run_completions(items: list[tuple[Task, str]], *, workers: int = 2, limits=N
     sends the work to Ray actors; otherwise a thread pool calls ``sandbox.run_program``.
     A program that did not pass because a test needed more than plain data to reach it (a
     generator, an object of its own class: docs/sandbox.md) has the status
-    ``HARNESS_LIMITED``, so such tasks show up in every count instead of passing as failures.
+    ``HARNESS_LIMITED``, so such tasks show up in every count instead of hiding among failures.
     """
     unique: dict[tuple[str, str], int] = {}
     order: list[int] = []
