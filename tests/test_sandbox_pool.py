@@ -149,7 +149,7 @@ def test_one_bad_item_never_fails_its_batch_mates():
     worker = SandboxWorker("jail", Limits(wall_s=3), RewardConfig())
     try:
         broken = Task(ADD.prompt, "add", "def check(candidate):\n    assert (\n")
-        out = worker.score_batch([(ADD, RIGHT), (broken, RIGHT), (ADD, HALF)])
+        out = worker.score([(ADD, RIGHT), (broken, RIGHT), (ADD, HALF)])
         assert [r.reward for r in out] == [2.5, 0.0, 1.5]
         assert out[1].reason == "error" and "do not parse" in out[1].result.detail
         runs = worker.run_batch([("x = 1", "assert x == 1"), ("x = 1", "assert ("), ("x = 2", None)])
