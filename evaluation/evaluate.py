@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Sequence
 
 from evaluation.stats import mean_pass_at_k, pass_at_k_estimate
-from tasks.record import Task, TaskError, program_for
+from tasks.execute import HARNESS_LIMITED, progress_bar, run_completions
+from tasks.record import Task, TaskError
 
 
 def truncate_completion(text: str) -> str:
@@ -38,70 +38,6 @@ def _check_k(k_list: Sequence[int], n: int) -> list[int]:
     if ks[-1] > n:
         raise TaskError(f"pass@{ks[-1]} needs at least {ks[-1]} samples per task; raise --n to >= {ks[-1]}")
     return ks
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm  # noqa: PLC0415
-
-    return tqdm(total=total, desc=desc, unit="prog" if "run" in desc else "batch", disable=not enabled,
-                dynamic_ncols=True)
-
-
-HARNESS_LIMITED = "harness-limited"
-
-
-def _status(result) -> str:
-    if result.status == "failed" and getattr(result, "harness_limitations", 0):
-        return HARNESS_LIMITED
-    return result.status
-
-
-def run_completions(items: list[tuple[Task, str]], *, workers: int = 2, limits=None, backend: str = "auto",
-                    pool=None, progress: bool = False) -> list[tuple[bool, str]]:
-    """Run each (task, completion) program in the sandbox; return (passed, status) in order.
-
-    Identical (task, completion) pairs run once. ``pool`` (a ``sandbox.pool.SandboxPool``)
-    sends the work to Ray actors; otherwise a thread pool calls ``sandbox.run_program``.
-    A program that did not pass because a test needed more than plain data to reach it (a
-    generator, an object of its own class: docs/sandbox.md) has the status
-    ``HARNESS_LIMITED``, so such tasks show up in every count instead of hiding among failures.
-    """
-    unique: dict[tuple[str, str], int] = {}
-    order: list[int] = []
-    jobs: list[tuple[Task, str]] = []
-    for task, completion in items:
-        key = (task.task_id, completion)
-        if key not in unique:
-            unique[key] = len(jobs)
-            jobs.append((task, completion))
-        order.append(unique[key])
-    results: list[tuple[bool, str]] = [(False, "")] * len(jobs)
-    bar = _progress(len(jobs), "running programs", progress)
-    try:
-        if pool is not None:
-            for i, reward in enumerate(pool.score(jobs)):
-                result = getattr(reward, "result", None)
-                status = _status(result) if result is not None else reward.reason or "?"
-                results[i] = (bool(reward.all_passed), "passed" if reward.all_passed else status)
-            bar.update(len(jobs))
-        else:
-            from sandbox import Limits, run_program  # noqa: PLC0415
-
-            limits = limits or Limits()
-
-            def run_one(job: tuple[Task, str]) -> tuple[bool, str]:
-                program, tests = program_for(job[0], job[1])
-                result = run_program(program, tests, limits=limits, backend=backend)
-                return result.status == "passed", _status(result)
-
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as executor:
-                futures = {executor.submit(run_one, job): i for i, job in enumerate(jobs)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update(1)
-    finally:
-        bar.close()
-    return [results[i] for i in order]
 
 
 def evaluate_completions(tasks: Sequence[Task], completions: Sequence[Sequence[str]], *,
@@ -156,7 +92,7 @@ def generate_completions(model, tokenizer, tasks: Sequence[Task], *, n: int, tem
     requests.sort(key=lambda r: len(r[1]))
     out: list[list[str]] = [[] for _ in tasks]
     batches = [requests[i: i + batch_size] for i in range(0, len(requests), batch_size)]
-    bar = _progress(len(batches), "generating", progress)
+    bar = progress_bar(len(batches), "generating", progress)
     tokens, t0 = 0, time.monotonic()
     try:
         for b, batch in enumerate(batches):

@@ -105,7 +105,7 @@ def _stats(args) -> int:
 def _run_canonical(report: LoadReport, args) -> dict | None:
     """Every canonical solution of a source through the sandbox: passed, failed, and failed
     only because a test needs more than plain data to reach the program."""
-    from evaluation.evaluate import HARNESS_LIMITED, run_completions  # noqa: PLC0415
+    from tasks.execute import HARNESS_LIMITED, run_completions  # noqa: PLC0415
 
     tasks = [t for t in report.tasks if t.canonical_solution is not None]
     if not tasks:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import textwrap
 from collections import namedtuple
 from pathlib import Path

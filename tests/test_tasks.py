@@ -97,7 +97,7 @@ def _sandbox_run():
 
 
 def test_builtin_canonical_solutions_pass_their_tests_in_the_sandbox():
-    from evaluation.evaluate import run_completions
+    from tasks.execute import run_completions
 
     _sandbox_run()
     by_family: dict[str, list] = {}
@@ -161,7 +161,7 @@ def test_codeio_every_raw_row_is_an_item_or_rejected_with_a_reason():
 
 def test_codeio_build_runs_references_in_the_sandbox(tmp_path, monkeypatch):
     run = _sandbox_run()
-    from evaluation.evaluate import run_completions
+    from tasks.execute import run_completions
 
     (tmp_path / "codeio").mkdir()
     for name in codeio.RAW_FILES:
