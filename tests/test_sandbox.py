@@ -230,6 +230,18 @@ def test_score_completion(jail):
     assert slow.reason == "timeout" and slow.reward == 0.0
 
 
+def test_nul_bytes_and_oversized_completions_score_zero_without_running(jail):
+    """What a sampler can emit but Python cannot load: decided on the host, never executed."""
+    restarts = jail.restarts
+    nul = score_completion(ADD, "    return a + b\x00\n", backend=jail)
+    assert (nul.reward, nul.reason, nul.format_ok) == (0.0, "syntax error", False)
+    assert "null" in nul.result.detail and nul.result.backend == "none"
+    huge = score_completion(ADD, "    return a + b\n" + "    # pad\n" * 30_000, backend=jail)
+    assert (huge.reward, huge.reason) == (0.0, "syntax error") and "longer than" in huge.result.detail
+    ok = score_completion(ADD, "    return a + b\n", limits=Limits(wall_s=3), backend=jail)
+    assert ok.reward == 2.5 and jail.restarts == restarts  # the executor never saw the bad ones
+
+
 # -- the CLI -------------------------------------------------------------------------------------
 
 def _cgrpo() -> list[str]:

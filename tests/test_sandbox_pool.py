@@ -37,35 +37,43 @@ def cluster():
         ray.shutdown()
 
 
-def _our_busy_workers() -> list[int]:
-    """PIDs of sandbox workers of *this* test's Ray cluster that are scoring a batch now."""
+def _sandbox_workers() -> dict[int, int]:
+    """This test's sandbox worker processes (Ray names a worker after its actor class) and how
+    many descendant processes each has now."""
     children: dict[int, list[int]] = {}
-    titles: dict[int, bytes] = {}
+    cmdlines: dict[int, bytes] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
-            titles[int(name)] = open(f"/proc/{name}/cmdline", "rb").read()
-        except OSError:
-            continue
-        children.setdefault(int(stat[1]), []).append(int(name))
-    mine, todo = [], [os.getpid()]
+        if name.isdigit():
+            try:
+                ppid = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+                cmdlines[int(name)] = open(f"/proc/{name}/cmdline", "rb").read()
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+
+    def count(pid: int) -> int:
+        return sum(1 + count(c) for c in children.get(pid, []))
+
+    workers, todo = {}, [os.getpid()]
     while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
+        for child in children.get(todo.pop(), []):
             todo.append(child)
-            if b"SandboxWorker.score" in titles.get(child, b""):
-                mine.append(child)
-    return mine
+            if b"SandboxWorker" in cmdlines.get(child, b""):
+                workers[child] = count(child)
+    return workers
 
 
 def _killer(times: int, killed: list[int], stop: threading.Event) -> threading.Thread:
+    """SIGKILL a sandbox worker while it runs a program: a busy worker has more descendants
+    (the judge and the program its executor forked) than an idle one (measured before the
+    batch starts, so the test does not depend on when Ray retitles a busy worker)."""
+    idle = max(_sandbox_workers().values())
+
     def run():
         while len(killed) < times and not stop.is_set():
-            for pid in _our_busy_workers():
-                if pid not in killed:
-                    time.sleep(0.15)  # let it get into the batch
+            for pid, descendants in _sandbox_workers().items():
+                if descendants > idle and pid not in killed:
+                    time.sleep(0.1)  # let it get into the batch
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     break
@@ -76,11 +84,20 @@ def _killer(times: int, killed: list[int], stop: threading.Event) -> threading.T
     return t
 
 
-def test_pool_scores_in_order_with_accounting(cluster):
-    pool = SandboxPool(2, "jail", Limits(wall_s=3), batch_size=3, num_cpus_per_worker=0.5)
+def _backends():
+    from sandbox.container import why_unavailable
+
+    reason = why_unavailable()
+    return ["jail", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.skipif(
+        reason is not None, reason=f"Docker backend unavailable: {reason}")])]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_pool_scores_in_order_with_accounting(cluster, backend):
+    pool = SandboxPool(2, backend, Limits(wall_s=3), batch_size=3, num_cpus_per_worker=0.5)
     try:
         info = pool.info()
-        assert [i["backend"] for i in info] == ["jail", "jail"]
+        assert [i["backend"] for i in info] == [backend, backend]
         assert len({i["pid"] for i in info}) == 2 and all(i["executor"]["ready"] for i in info)
         items = [(ADD, [RIGHT, HALF, ""][i % 3]) for i in range(10)]
         results = pool.score(items, job_id="job-a")
