@@ -109,7 +109,12 @@ def test_evaluate_with_a_real_tiny_dllm(sandbox_ready, tiny_model_dir):
     out = evaluate(model, tok, tasks, **kwargs)
     assert set(out["pass_at_k"]) == {"1", "2"} and out["n"] == 2 and out["num_tasks"] == 3
     assert sum(out["statuses"].values()) == 6 and 1 <= out["programs_run"] <= 6
-    assert all(0.0 <= v <= 1.0 for v in out["pass_at_k"].values())
+    counts = [(t["n"], t["correct"]) for t in out["per_task"]]  # the table is the per-task counts' mean
+    assert [t["task_id"] for t in out["per_task"]] == [t.task_id for t in tasks] and all(n == 2 for n, _ in counts)
+    assert out["pass_at_k"]["1"] == pytest.approx(mean_pass_at_k(counts, 1))
+    assert out["pass_at_k"]["2"] == pytest.approx(mean_pass_at_k(counts, 2))
+    assert out["pass_at_k_se"]["1"] == pytest.approx(pass_at_k_estimate(counts, 1).se)
+    assert out["statuses"].get("passed", 0) == sum(c for _, c in counts)
     assert out["steps"] == 4 and out["completion_tokens"] <= 6 * 8
     again = evaluate(model, tok, tasks, **kwargs)
     assert again["samples"] == out["samples"]  # deterministic for a seed
