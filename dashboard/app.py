@@ -1,4 +1,6 @@
-"""The dashboard's FastAPI app: one HTML page plus a JSON API over the Redis job state.
+"""The dashboard's FastAPI app: one HTML page plus a JSON API over the jobs' state: Redis
+for the live view, and each job's run directory for a job Redis no longer has
+(:mod:`dashboard.sources`).
 
 Read endpoints are open (serve on loopback); ``stop`` and ``scale`` change a running
 job, so they need ``Authorization: Bearer <token>`` and answer 401 otherwise. Whatever
@@ -9,13 +11,12 @@ not), 404 for an unknown job, or 503 when Redis itself is unreachable: never a 5
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import redis
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 import jobstate as state
 from dashboard import vendor
+from dashboard.sources import Source, all_jobs, find_job
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TOKEN_ENV = "CGRPO_DASHBOARD_TOKEN"
@@ -65,9 +67,11 @@ def config_summary(config: dict | None, limit: int = 5) -> str:
 
 
 def create_app(redis_url: str | None = None, token: str | None = None, *,
-               poll_s: float = 1.0) -> FastAPI:
-    """The app, reading ``redis_url`` (default ``$CGRPO_REDIS_URL``/port 6390); ``token``
-    (default ``$CGRPO_DASHBOARD_TOKEN``) guards stop/scale: with none, they always 401."""
+               runs_dir: str | Path | None = None, poll_s: float = 1.0) -> FastAPI:
+    """The app, reading ``redis_url`` (default ``$CGRPO_REDIS_URL``/port 6390) and the run
+    directories under ``runs_dir`` (default ``$CGRPO_RUNS_DIR`` or the repository's
+    ``runs/``); ``token`` (default ``$CGRPO_DASHBOARD_TOKEN``) guards stop/scale: with
+    none, they always 401."""
     url = state.redis_url(redis_url)
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     r = state.connect(url)
@@ -77,6 +81,7 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
                   version="1")
     app.state.redis = r
     app.state.redis_url = url
+    app.state.runs_dir = Path(runs_dir).resolve() if runs_dir is not None else runs_root()
     bearer = HTTPBearer(auto_error=False, description="the dashboard's --token")
 
     @app.exception_handler(redis.ConnectionError)
@@ -95,11 +100,14 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
             raise HTTPException(401, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    def job_or_404(job_id: str) -> dict:
-        job = state.read_job(r, job_id)
-        if job is None:
-            raise HTTPException(404, f"no job {job_id!r} in Redis")
-        return job
+    def runs() -> Path:
+        return Path(runs_dir).resolve() if runs_dir is not None else runs_root()
+
+    def job_or_404(job_id: str) -> tuple[dict, Source]:
+        found = find_job(r, runs(), job_id)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id!r} in Redis or in {runs()}")
+        return found
 
     # -- page -----------------------------------------------------------------------
 
@@ -130,8 +138,9 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
 
     @app.get("/api/jobs", tags=["read"])
     def jobs() -> dict:
-        """All jobs, newest first, with a one-line config summary."""
-        items = state.list_jobs(r)
+        """All jobs, newest first, with a one-line config summary; ``source`` says whether
+        a job is read from Redis or, when Redis has lost it, from its run directory."""
+        items = all_jobs(r, runs())
         for job in items:
             job["config_summary"] = config_summary(job.get("config"))
         return {"jobs": items, "server_time": time.time()}
@@ -139,7 +148,7 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
     @app.get("/api/jobs/{job_id}", tags=["read"])
     def job(job_id: str) -> dict:
         """One job record."""
-        rec = job_or_404(job_id)
+        rec, _ = job_or_404(job_id)
         rec["config_summary"] = config_summary(rec.get("config"))
         return rec
 
@@ -149,39 +158,34 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
     @app.get("/api/jobs/{job_id}/metrics", tags=["read"])
     def metrics(job_id: str, after_step: int | None = Query(None, description="only later steps")) -> dict:
         """Per-step metrics sorted by step."""
-        job_or_404(job_id)
-        return records("metrics", state.read_metrics(r, job_id, after_step))
+        return records("metrics", job_or_404(job_id)[1].metrics(after_step))
 
     @app.get("/api/jobs/{job_id}/evals", tags=["read"])
     def evals(job_id: str) -> dict:
         """Held-out pass@1 evaluations."""
-        job_or_404(job_id)
-        return records("evals", state.read_evals(r, job_id))
+        return records("evals", job_or_404(job_id)[1].evals())
 
     @app.get("/api/jobs/{job_id}/workers", tags=["read"])
     def workers(job_id: str) -> dict:
         """Rollout, sandbox and learner workers with their last heartbeat."""
-        job_or_404(job_id)
-        return {**records("workers", state.read_workers(r, job_id)), "server_time": time.time()}
+        return {**records("workers", job_or_404(job_id)[1].workers()), "server_time": time.time()}
 
     @app.get("/api/jobs/{job_id}/events", tags=["read"])
     def events(job_id: str, limit: int = Query(100, ge=1, le=state.EVENTS_CAP)) -> dict:
         """The job's latest events, oldest first."""
-        job_or_404(job_id)
-        return records("events", state.read_events(r, job_id, limit))
+        return records("events", job_or_404(job_id)[1].events(limit))
 
     @app.get("/api/jobs/{job_id}/rollout", tags=["read"])
     def rollout(job_id: str) -> dict:
         """The latest sampled completion with the step each token was committed at."""
-        job_or_404(job_id)
-        rec = state.read_rollout(r, job_id)
+        rec = job_or_404(job_id)[1].rollout()
         return {"rollout": rec.items[0] if rec.items else None, "skipped": rec.skipped,
                 "error": rec.error}
 
     @app.get("/api/jobs/{job_id}/snapshot", tags=["read"])
     def snapshot(job_id: str, after_step: int | None = Query(None, description="only later metrics")) -> dict:
         """Everything the job page shows, in one answer (what the live stream sends)."""
-        return _snapshot(r, job_or_404(job_id), after_step)
+        return _snapshot(*job_or_404(job_id), after_step)
 
     @app.get("/api/jobs/{job_id}/stream", tags=["read"])
     async def stream(job_id: str, request: Request,
@@ -189,20 +193,20 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
         """Server-sent events: a ``snapshot`` event (as /snapshot, metrics only after the
         last step sent) whenever the job's state changes, checked every second."""
         await run_in_threadpool(job_or_404, job_id)
-        return StreamingResponse(_events(r, job_id, after_step, request, poll_s),
+        return StreamingResponse(_events(lambda: find_job(r, runs(), job_id), after_step, request, poll_s),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/api/jobs/{job_id}/logs", response_class=PlainTextResponse, tags=["read"])
     def logs(job_id: str, lines: int = Query(500, ge=1, le=20_000)) -> PlainTextResponse:
         """The last lines of the job's log file (the job record's ``log_path``)."""
-        path = job_or_404(job_id).get("log_path")
+        path = job_or_404(job_id)[0].get("log_path")
         if not path:
             raise HTTPException(404, f"job {job_id!r} has no log_path in its record")
         log_file = Path(path).resolve()
-        if not log_file.is_relative_to(_logs_root()):
+        if not log_file.is_relative_to(runs()):
             # The path comes from Redis: never let it point the server at arbitrary files.
-            raise HTTPException(403, f"log_path {path} is outside the runs folder {_logs_root()}")
+            raise HTTPException(403, f"log_path {path} is outside the runs folder {runs()}")
         try:
             text = _tail(log_file, lines)
         except OSError as exc:
@@ -212,7 +216,9 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
     # -- control API ----------------------------------------------------------------
 
     def control(job_id: str, command: dict) -> dict:
-        job = job_or_404(job_id)
+        job = state.read_job(r, job_id)  # only a job in Redis can be running
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r} in Redis")
         if job["status"] in state.TERMINAL_STATUSES:
             raise HTTPException(409, f"job {job_id!r} is already {job['status']}")
         return {"queued": state.push_command(r, job_id, command)}
@@ -230,20 +236,17 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
     return app
 
 
-def _logs_root() -> Path:
-    """Where job logs may live: ``$CGRPO_RUNS_DIR`` or the repository's ``runs/``."""
-    import os
+def runs_root() -> Path:
+    """Where run directories (and job logs) live: ``$CGRPO_RUNS_DIR`` or the repository's ``runs/``."""
     return Path(os.environ.get("CGRPO_RUNS_DIR") or Path(__file__).resolve().parents[1] / "runs").resolve()
 
 
-def _snapshot(r: redis.Redis, job: dict, after_step: int | None) -> dict:
+def _snapshot(job: dict, source: Source, after_step: int | None) -> dict:
     """Job record plus metrics, evals, workers, events and rollout; ``problems`` says in
     words what was unreadable, so the page can show a partial state."""
-    jid = job["id"]
     job["config_summary"] = config_summary(job.get("config"))
-    parts = {"metrics": state.read_metrics(r, jid, after_step), "evals": state.read_evals(r, jid),
-             "workers": state.read_workers(r, jid), "events": state.read_events(r, jid, 50),
-             "rollout": state.read_rollout(r, jid)}
+    parts = {"metrics": source.metrics(after_step), "evals": source.evals(), "workers": source.workers(),
+             "events": source.events(50), "rollout": source.rollout()}
     problems = []
     if job.get("missing_record"):
         problems.append("the job record is missing (only its index entry exists)")
@@ -262,31 +265,19 @@ def _snapshot(r: redis.Redis, job: dict, after_step: int | None) -> dict:
             "rollout": rollout, "problems": problems, "server_time": time.time()}
 
 
-def _signature(r: redis.Redis, job_id: str) -> str:
-    """A cheap digest of what the page shows; it changes when any of it does."""
-    pipe = r.pipeline(transaction=False)
-    pipe.hgetall(state.job_key(job_id))
-    for part in ("metrics", "evals", "events"):
-        pipe.llen(state.job_key(job_id, part))
-        pipe.lindex(state.job_key(job_id, part), -1)
-    pipe.hgetall(state.job_key(job_id, "workers"))
-    pipe.get(state.job_key(job_id, "rollout"))
-    res = pipe.execute(raise_on_error=False)
-    return hashlib.sha1(repr(res).encode()).hexdigest()
-
-
-async def _events(r: redis.Redis, job_id: str, after_step: int | None, request: Request,
+async def _events(find: Callable[[], tuple[dict, Source] | None], after_step: int | None, request: Request,
                   poll_s: float) -> AsyncIterator[str]:
     last_sig, last_send = None, 0.0
     while not await request.is_disconnected():
         try:
-            sig = await run_in_threadpool(_signature, r, job_id)
+            found = await run_in_threadpool(find)
+            if found is None:
+                yield "event: gone\ndata: {}\n\n"
+                return
+            job, source = found
+            sig = (source.kind, await run_in_threadpool(source.signature))
             if sig != last_sig:
-                job = await run_in_threadpool(state.read_job, r, job_id)
-                if job is None:
-                    yield "event: gone\ndata: {}\n\n"
-                    return
-                snap = await run_in_threadpool(_snapshot, r, job, after_step)
+                snap = await run_in_threadpool(_snapshot, job, source, after_step)
                 if snap["metrics"]:
                     after_step = snap["metrics"][-1]["step"]
                 last_sig, last_send = sig, time.monotonic()

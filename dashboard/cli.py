@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import socket
+from pathlib import Path
 
 from errors import CgrpoError
 import jobstate as state
@@ -18,7 +19,7 @@ class DashboardError(CgrpoError):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "dashboard", help="serve the live web dashboard of jobs (reads Redis)",
+        "dashboard", help="serve the live web dashboard of jobs (reads Redis and the run directories)",
         description="Serve a web page with every job's status, learning curves (reward, "
         "pass@1, KL, clip fraction, AR-ness), throughput, workers and a sampled rollout "
         "coloured by decoding order, updated live. The JSON API is documented at /docs. "
@@ -31,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--redis", default=None, metavar="URL",
                    help=f"Redis holding the job state (default $CGRPO_REDIS_URL or "
                         f"{state.DEFAULT_REDIS_URL})")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder of the jobs' run directories (the jobs' run.output_dir), read for jobs that "
+                        "Redis no longer has (default $CGRPO_RUNS_DIR or the repository's runs/)")
     p.add_argument("--token", default=None,
                    help="bearer token that POST /api/jobs/{id}/stop and /scale require "
                         "(default $CGRPO_DASHBOARD_TOKEN; without one they are refused)")
@@ -58,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from dashboard.app import TOKEN_ENV, create_app
 
     _check_port(args.host, args.port)
+    if args.runs is not None and not Path(args.runs).is_dir():
+        raise DashboardError(f"--runs {args.runs}: no such folder; pass the folder of the jobs' run directories "
+                             "(their run.output_dir)")
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
-        app = create_app(args.redis, token)
+        app = create_app(args.redis, token, runs_dir=args.runs)
     except state.StateError as exc:
         raise DashboardError(f"--redis: {exc}") from exc
     url = app.state.redis_url
@@ -74,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
               "`python -m dashboard.vendor` (the page shows tables only)")
     if token is None:
         print(f"note: no --token/${TOKEN_ENV}: stop and scale requests will be refused")
-    print(f"cgrpo dashboard on http://{args.host}:{args.port}  (API docs: /docs, Redis {url})")
+    print(f"cgrpo dashboard on http://{args.host}:{args.port}  (API docs: /docs, Redis {url}, "
+          f"run directories in {app.state.runs_dir})")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=2)
     return 0

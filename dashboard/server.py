@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -19,9 +20,9 @@ class DashboardServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  redis_url: str | None = None, token: str | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, runs_dir: str | Path | None = None) -> None:
         self.host, self.port = host, port
-        app = create_app(redis_url, token, poll_s=poll_s)
+        app = create_app(redis_url, token, runs_dir=runs_dir, poll_s=poll_s)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 timeout_graceful_shutdown=2, lifespan="off")
         self._server = uvicorn.Server(config)

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import time
 from typing import Any, Mapping
 
 import redis
@@ -82,6 +83,23 @@ def job_key(job_id: str, part: str | None = None) -> str:
 
 def jobs_key() -> str:
     return f"{PREFIX}jobs"
+
+
+# --------------------------------------------------------------------------- the job record
+
+
+def new_job_record(job_id: str, *, name: str = "", config: Mapping[str, Any] | None = None,
+                   total_steps: int | None = None, status: str = "pending", **fields: Any) -> dict:
+    """A new job's record (the fields of ``cgrpo:job:{id}`` and of the run directory's
+    job.json); ``fields`` add to or override the defaults (e.g. ``created_at``)."""
+    return {"id": job_id, "name": name or job_id, "status": status, "created_at": time.time(), "step": 0,
+            "total_steps": total_steps, "config": dict(config or {}), **fields}
+
+
+def check_status(fields: Mapping[str, Any]) -> None:
+    """Refuse a job record update whose ``status`` is not one of JOB_STATUSES."""
+    if "status" in fields and fields["status"] not in JOB_STATUSES:
+        raise StateError(f"bad job status {fields['status']!r}: use one of {JOB_STATUSES}")
 
 
 def dumps(obj: Any) -> str:

@@ -4,6 +4,10 @@ Plain functions over a ``redis.Redis`` client. They never trust what they find: 
 that are not JSON objects, records without a valid step, NaN or non-numeric values, keys of
 the wrong type all become skipped entries or ``None`` values, counted in :class:`Records`,
 so that a half-written job shows as partial instead of breaking the reader.
+
+Each reader fetches raw entries and hands them to a ``parse_*`` function; the run
+directory's readers (:mod:`jobstate.record`) use the same parsers on its JSONL lines, so
+a job reads the same from either place.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import redis
 
@@ -70,7 +74,7 @@ def list_jobs(r: redis.Redis) -> list[dict]:
     jobs = []
     for (jid, score), raw in zip(ids, raws):
         raw = raw if isinstance(raw, dict) else {}
-        job = _parse_job(jid, raw)
+        job = parse_job(jid, raw)
         if job["created_at"] is None:
             job["created_at"] = score
         jobs.append(job)
@@ -89,17 +93,19 @@ def read_job(r: redis.Redis, job_id: str) -> dict | None:
         score = r.zscore(jobs_key(), job_id)
         if score is None:
             return None
-        job = _parse_job(job_id, {})
+        job = parse_job(job_id, {})
         job["created_at"] = score
         return job
-    return _parse_job(job_id, raw)
+    return parse_job(job_id, raw)
 
 
-def _parse_job(job_id: str, raw: Mapping[str, str]) -> dict:
+def parse_job(job_id: str, raw: Mapping[str, Any]) -> dict:
+    """A job record with typed fields from its raw fields (the Redis hash's strings, or the
+    run directory's job.json values)."""
     status = raw.get("status", "")
     config, config_error = None, None
     if raw.get("config"):
-        config = load_obj(raw["config"])
+        config = raw["config"] if isinstance(raw["config"], dict) else load_obj(raw["config"])
         if config is None:
             config_error = "config is not a JSON object"
     url = _str(raw.get("ray_dashboard_url"))
@@ -134,6 +140,11 @@ def read_metrics(r: redis.Redis, job_id: str, after_step: int | None = None) -> 
         raw = _tail_after(r, key, after_step)
     except redis.ResponseError as exc:
         return _wrongtype(key, exc)
+    return parse_metrics(raw, after_step)
+
+
+def parse_metrics(raw: Iterable[str], after_step: int | None = None) -> Records:
+    """:func:`read_metrics` over raw JSON entries."""
     by_step: dict[int, dict] = {}
     skipped = 0
     for entry in raw:
@@ -174,6 +185,11 @@ def read_evals(r: redis.Redis, job_id: str) -> Records:
         raw = r.lrange(key, 0, -1)
     except redis.ResponseError as exc:
         return _wrongtype(key, exc)
+    return parse_evals(raw)
+
+
+def parse_evals(raw: Iterable[str]) -> Records:
+    """:func:`read_evals` over raw JSON entries."""
     items, skipped = [], 0
     for entry in raw:
         rec = load_obj(entry)
@@ -223,6 +239,11 @@ def read_events(r: redis.Redis, job_id: str, limit: int = 100) -> Records:
         raw = r.lrange(key, -max(1, limit), -1)
     except redis.ResponseError as exc:
         return _wrongtype(key, exc)
+    return parse_events(raw)
+
+
+def parse_events(raw: Iterable[str]) -> Records:
+    """:func:`read_events` over raw JSON entries."""
     items, skipped = [], 0
     for entry in raw:
         rec = load_obj(entry)
@@ -243,6 +264,11 @@ def read_rollout(r: redis.Redis, job_id: str) -> Records:
         raw = r.get(key)
     except redis.ResponseError as exc:
         return _wrongtype(key, exc)
+    return parse_rollout(raw)
+
+
+def parse_rollout(raw: str | None) -> Records:
+    """:func:`read_rollout` over the raw JSON string (None: no sample yet)."""
     if raw is None:
         return Records()
     rec = load_obj(raw)

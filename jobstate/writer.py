@@ -22,8 +22,8 @@ from typing import Any, Mapping
 
 import redis
 
-from jobstate.keys import (CONTROL_CAP, EVALS_CAP, EVENTS_CAP, JOB_STATUSES, METRICS_CAP, StateError, connect, dumps,
-                           job_key, jobs_key, load_obj)
+from jobstate.keys import (CONTROL_CAP, EVALS_CAP, EVENTS_CAP, METRICS_CAP, StateError, check_status, connect, dumps,
+                           job_key, jobs_key, load_obj, new_job_record)
 
 log = logging.getLogger("cgrpo.state")
 
@@ -69,10 +69,8 @@ class JobState:
     def create(self, *, name: str = "", config: Mapping[str, Any] | None = None,
                total_steps: int | None = None, status: str = "pending", **fields: Any) -> None:
         """Register the job: its record and its entry in the job index."""
-        now = time.time()
-        record = {"id": self.job_id, "name": name or self.job_id, "status": status,
-                  "created_at": now, "step": 0, "total_steps": total_steps,
-                  "config": config or {}, **fields}
+        record = new_job_record(self.job_id, name=name, config=config, total_steps=total_steps, status=status,
+                                **fields)
         with self._lock:
             self._index_dirty = True
         self.update(**record)
@@ -80,8 +78,7 @@ class JobState:
     def update(self, **fields: Any) -> None:
         """Set fields of the job record (``status``, ``step``, ``ray_dashboard_url``, ...);
         dicts and lists are stored as JSON, ``None`` as an empty string."""
-        if "status" in fields and fields["status"] not in JOB_STATUSES:
-            raise StateError(f"bad job status {fields['status']!r}: use one of {JOB_STATUSES}")
+        check_status(fields)
         fields.setdefault("updated_at", time.time())
         with self._lock:
             for k, v in fields.items():

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from errors import ConfigError, validated
-from jobstate.config import RedisConfig
+from jobstate.config import RedisConfig, WandbConfig
 from learner.config import GRPOConfig, LearnerConfig
 from rollout.config import RolloutConfig
 from sandbox.config import SandboxConfig
@@ -92,6 +92,7 @@ class JobConfig(BaseModel):
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
 
     @model_validator(mode="after")
     def _name_is_a_job_id_prefix(self) -> JobConfig:

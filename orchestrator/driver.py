@@ -23,40 +23,46 @@ DEFAULT_RAY_DASHBOARD = "http://127.0.0.1:8265"
 def run_job(cfg: JobConfig, job_id: str, *, resume: bool = False,
             on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Run a whole job on the connected Ray cluster (a local one when none is); returns the
-    recipe's summary with ``job_id`` and ``learner_restarts``."""
+    recipe's summary with ``job_id`` and ``learner_restarts``. Everything the job reports goes
+    to Redis and to its run directory (:class:`jobstate.JobLog`)."""
     client = st.connect(cfg.redis.url)
-    state = st.JobState(job_id, client)
-    if st.read_job(client, job_id) is None:  # run directly, not through `cgrpo submit`
-        state.create(name=cfg.name, config=cfg.model_dump(mode="json"), total_steps=cfg.run.steps)
+    log = st.JobLog(st.JobState(job_id, client), st.RunRecord(cfg.run_dir(job_id), job_id))
+    registered = st.read_job(client, job_id)
+    if registered is None:  # run directly, not through `cgrpo submit`
+        log.create(name=cfg.name, config=cfg.model_dump(mode="json"), total_steps=cfg.run.steps)
+    else:
+        log.adopt(registered)
     parts = supervisor = None
     try:
+        if cfg.wandb.enabled:
+            log.start_wandb(cfg.wandb, cfg.model_dump(mode="json"))
         train_tasks, heldout = load_job_tasks(cfg.tasks)  # a bad task source fails before any actor starts
         parts = ray_parts(cfg)
-        state.event(f"started {cfg.rollout.actors} rollout actors, {cfg.sandbox.workers} sandbox workers "
-                    f"({parts.scorer.backend_name}), {cfg.learner.workers} learner workers "
-                    f"(ZeRO-{cfg.learner.zero_stage})")
+        log.event(f"started {cfg.rollout.actors} rollout actors, {cfg.sandbox.workers} sandbox workers "
+                  f"({parts.scorer.backend_name}), {cfg.learner.workers} learner workers "
+                  f"(ZeRO-{cfg.learner.zero_stage})")
         if parts.scorer.backend_note:
-            state.event(f"sandbox backend: {parts.scorer.backend_name} ({parts.scorer.backend_note})")
-        supervisor = JobSupervisor(cfg, parts, state)
-        state.set_status("running")
-        summary = train(cfg, parts, train_tasks, heldout[: cfg.run.eval_tasks], state, cfg.run_dir(job_id),
+            log.event(f"sandbox backend: {parts.scorer.backend_name} ({parts.scorer.backend_note})")
+        supervisor = JobSupervisor(cfg, parts, log)
+        log.set_status("running")
+        summary = train(cfg, parts, train_tasks, heldout[: cfg.run.eval_tasks], log, cfg.run_dir(job_id),
                         resume=resume, supervisor=supervisor, on_step=on_step)
         summary.update(job_id=job_id, learner_restarts=supervisor.learner_restarts)
         if "stopped_at" not in summary:
-            state.update(export_path=summary["export"])
-            state.set_status("succeeded")
-            state.event(f"job finished at step {summary['final_step']}; model exported to {summary['export']}")
+            log.update(export_path=summary["export"])
+            log.set_status("succeeded")
+            log.event(f"job finished at step {summary['final_step']}; model exported to {summary['export']}")
         return summary
     except BaseException as exc:
-        state.set_status("stopped" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:2000])
-        state.event(f"job ended: {type(exc).__name__}: {exc}", level="error")
+        log.set_status("stopped" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:2000])
+        log.event(f"job ended: {type(exc).__name__}: {exc}", level="error")
         raise
     finally:
         if supervisor is not None:
             supervisor.mark_stopped()
         if parts is not None:
             parts.shutdown()
-        state.close()
+        log.close()
 
 
 def driver_log(cfg: JobConfig, job_id: str) -> Path:

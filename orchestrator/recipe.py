@@ -41,7 +41,7 @@ EVAL_SEED = 10_000  # every evaluation samples with the same seed: before/after 
 
 
 class Log(Protocol):
-    """Where the recipe reports (``jobstate.JobState`` has exactly these methods)."""
+    """Where the recipe reports (``jobstate.JobLog``: Redis and the run directory; or the console)."""
 
     def log_metrics(self, metrics: dict) -> None: ...
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from jobstate import JobState
+from jobstate import JobLog
 from orchestrator.config import JobConfig
 from orchestrator.parts import Parts, make_learner_group
 from orchestrator.recipe import latest_checkpoint
 
 
 class JobSupervisor:
-    def __init__(self, cfg: JobConfig, parts: Parts, state: JobState):
+    def __init__(self, cfg: JobConfig, parts: Parts, state: JobLog):
         self.cfg, self.parts, self.state = cfg, parts, state
         self.learner_restarts = 0
         self.restarts: dict[str, int] = {}

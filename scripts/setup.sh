@@ -58,13 +58,18 @@ fi
 python -m dashboard.vendor >/dev/null \
   || log "warning: uPlot not vendored (see above); the dashboard will show tables without charts"
 
-# 4. Redis on its own port (6379 is Ray's).
+# 4. Redis on its own port (6379 is Ray's), started only when nothing answers there. Its
+#    append-only file in .cache/redis/ keeps every job's live state across a restart (the
+#    durable record of a job is its run directory, runs/JOB/, either way).
 if ! redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1; then
-  log "starting redis-server on port $CGRPO_REDIS_PORT"
-  mkdir -p "$ROOT/.cache"
-  redis-server --port "$CGRPO_REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
-    --logfile "$ROOT/.cache/redis.log" --dir /tmp
+  log "starting redis-server on port $CGRPO_REDIS_PORT (append-only file in .cache/redis)"
+  mkdir -p "$ROOT/.cache/redis"
+  redis-server --port "$CGRPO_REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save "" \
+    --appendonly yes --appendfsync everysec --dir "$ROOT/.cache/redis" --logfile "$ROOT/.cache/redis.log"
   for _ in $(seq 50); do redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+elif [ "$(redis-cli -p "$CGRPO_REDIS_PORT" config get appendonly 2>/dev/null | tail -n 1)" != "yes" ]; then
+  log "note: the Redis on port $CGRPO_REDIS_PORT runs without an append-only file: a restart empties it" \
+      "(jobs keep their record in runs/JOB/; restart it through this script to get persistence)"
 fi
 
 # 5. Docker engine and the sandbox image (optional: the jail backend serves without it).

@@ -1,14 +1,20 @@
-"""Shared fixtures: tiny random dLLMs (seconds on CPU) and the shipped model's folder."""
+"""Shared fixtures: tiny random dLLMs (seconds on CPU), the shipped model's folder, and
+private redis-servers: the whole session's default Redis is one of them, so no test ever
+writes into the user's Redis."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("CGRPO_REDIS_URL", "redis://127.0.0.1:6390/0")
+# Where the user's jobs live (what $CGRPO_REDIS_URL said before the session replaced it).
+USER_REDIS_URL = os.environ.get("CGRPO_REDIS_URL") or "redis://127.0.0.1:6390/0"
 
 VOCAB, MASK, EOS, PAD = 64, 63, 62, 61
 
@@ -68,30 +74,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class RedisServer:
+    """A throw-away redis-server on a spare loopback port, which a test can kill and restart on
+    the same port. ``aof=True`` keeps its data across restarts in an append-only file under
+    ``workdir`` (as the project's own Redis does); without it a restart comes back empty."""
+
+    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: scripts/setup.sh installs it"
+        self.binary, self.workdir, self.aof, self.port = binary, workdir, aof, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        import redis
+
+        # setpriv (util-linux) makes the server die with this process, even a killed one.
+        die_with_us = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+        self.proc = subprocess.Popen(
+            [*die_with_us, self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.aof else "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: only what reached the append-only file survives."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def job_ids(url: str) -> set[str] | None:
+    """The job ids in the index of the Redis at ``url``; None when it does not answer."""
+    import redis
+
+    try:
+        return set(redis.Redis.from_url(url, socket_connect_timeout=0.5, decode_responses=True)
+                   .zrange("cgrpo:jobs", 0, -1))
+    except redis.RedisError:
+        return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_redis(tmp_path_factory):
+    """Every test's default Redis, a private server: $CGRPO_REDIS_URL points at it for the
+    whole session, so jobs, CLI subprocesses and Ray drivers started by tests write there.
+    At the end, no job with this session's pid in its id may have reached the user's Redis."""
+    before = job_ids(USER_REDIS_URL) or set()
+    server = RedisServer(tmp_path_factory.mktemp("session-redis")).start()
+    os.environ["CGRPO_REDIS_URL"] = server.url
+    yield server
+    server.kill()
+    leaked = {j for j in (job_ids(USER_REDIS_URL) or set()) - before if str(os.getpid()) in j}
+    assert not leaked, f"tests wrote jobs into the user's Redis at {USER_REDIS_URL}: {sorted(leaked)}"
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A private real redis-server on a free port, for tests that fill or garble Redis."""
-    import shutil
-    import subprocess
-    import time
-
-    import redis
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: scripts/setup.sh installs it"
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.kill()
-    proc.wait(10)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.kill()
 
 
 # --- a skipped Docker test where Docker runs is a failure ------------------------------------

@@ -255,3 +255,58 @@ def test_cli_serves_and_reports_user_errors(redis_url, good_job, capsys):
         out, _ = proc.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}" in out
     good_job.pop_commands()
+
+
+def test_jobs_redis_has_lost_are_read_from_their_run_directories(redis_url, good_job, tmp_path):
+    """Redis (this module's server) has no trace of "lost-run": the job list, the job page's
+    endpoints and the live stream read it from runs/lost-run; a job in both is read from Redis."""
+    from tests.test_record import write_job
+
+    runs = tmp_path / "runs"
+    lost = state.JobLog(state.JobState("lost-run", f"redis://127.0.0.1:{free_port()}/0", retry_s=60),
+                        state.RunRecord(runs / "lost-run", "lost-run"))  # its Redis is gone for good
+    write_job(lost, steps=3)
+    lost.record.close()
+    both = state.RunRecord(runs / "good", "good")  # "good" (the module's Redis job) also has a record
+    both.create(name="stale copy")
+    both.close()
+    (runs / "garbled").mkdir()
+    (runs / "garbled" / "job.json").write_text("[]")
+    r = state.connect(redis_url)
+    assert not r.exists(state.job_key("lost-run")) and "lost-run" not in [j["id"] for j in state.list_jobs(r)]
+
+    server = DashboardServer(port=free_port(), redis_url=redis_url, runs_dir=runs, token=TOKEN, poll_s=0.2).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            jobs = {j["id"]: j for j in c.get("/api/jobs").json()["jobs"]}
+            assert jobs["lost-run"]["source"] == "record" and jobs["lost-run"]["status"] == "succeeded"
+            assert jobs["lost-run"]["config_summary"] == "model=tiny lr=1e-05"
+            assert jobs["good"]["source"] == "redis" and jobs["good"]["name"] == "good run"
+            assert jobs["garbled"]["missing_record"]
+            assert c.get("/api/jobs/lost-run").json()["step"] == 3
+            assert [m["step"] for m in c.get("/api/jobs/lost-run/metrics").json()["metrics"]] == [1, 2, 3]
+            assert [m["step"] for m in c.get("/api/jobs/lost-run/metrics?after_step=2").json()["metrics"]] == [3]
+            evals = c.get("/api/jobs/lost-run/evals").json()["evals"]
+            assert [(e["step"], e["steps_mode"], e["pass_at_1"]) for e in evals] == \
+                [(0, "full", 0.25), (3, "full", 0.5), (3, "half", 0.25)]
+            events = c.get("/api/jobs/lost-run/events").json()["events"]
+            assert [e["message"] for e in events] == ["lost a rollout actor"]
+            assert c.get("/api/jobs/lost-run/rollout").json()["rollout"]["order"] == [2, 0, 1]
+            assert c.get("/api/jobs/lost-run/workers").json()["workers"] == []
+            snap = c.get("/api/jobs/lost-run/snapshot").json()
+            assert snap["job"]["source"] == "record" and snap["problems"] == [] and len(snap["metrics"]) == 3
+            assert c.get("/api/jobs/garbled/snapshot").status_code == 200
+            # Control needs the live job: a job known only from its record cannot be stopped.
+            assert c.post("/api/jobs/lost-run/stop", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+            assert c.get("/api/jobs/nowhere").status_code == 404
+            with c.stream("GET", "/api/jobs/lost-run/stream?after_step=1") as res:
+                lines = res.iter_lines()
+                ((name, first),) = _sse_events_from(lines, 1)
+                assert name == "snapshot" and [m["step"] for m in first["metrics"]] == [2, 3]
+                lost.record = state.RunRecord(runs / "lost-run", "lost-run")  # the job goes on writing
+                lost.record.log_metrics({"step": 4, "kl": 0.5})
+                ((name, later),) = _sse_events_from(lines, 1)
+                assert name == "snapshot" and [m["step"] for m in later["metrics"]] == [4]
+                lost.record.close()
+    finally:
+        server.stop()

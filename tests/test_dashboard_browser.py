@@ -24,7 +24,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 N_STEPS = 24
 EVAL_STEPS = (0, 6, 12, 18)
-METRIC_CHARTS = ["reward", "kl", "clip", "arness", "tokens", "execs", "learner", "idle"]
+METRIC_CHARTS = ["reward", "loss", "kl", "clip", "ratio", "grad", "lr", "arness", "tokens", "execs", "learner", "idle",
+                 "versions"]
 BODY = '''    counts = {}
     for word in text.split():
         counts[word] = counts.get(word, 0) + 1
@@ -92,7 +93,9 @@ def _metrics(step: int) -> dict:
             "arness_local": 0.92 - 0.1 * (1 - math.exp(-x)), "arness_global": 0.8 - 0.12 * (1 - math.exp(-x)),
             "rollout_tokens_per_s": 1500 + 80 * math.sin(x), "sandbox_execs_per_s": 40 + 3 * math.cos(x),
             "learner_step_s": 3.1 + 0.2 * math.sin(2 * x), "rollout_idle_frac": 0.2 + 0.05 * math.sin(x),
-            "weight_version": step}
+            "grad_norm": 0.5 + 0.1 * math.cos(x), "lr": 1e-6 * min(1.0, (step + 1) / 5),
+            "ratio_mean": 1.0 + 0.01 * math.sin(x), "ratio_min": 0.9, "ratio_max": 1.1 + 0.02 * math.cos(x),
+            "weight_version": step, "rollout_version": max(0, step - 1)}
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,8 @@ def test_page_shows_job_charts_workers_and_rollout(redis_url, app_url, page, tmp
         assert charts[name]["x"] == N_STEPS, (name, charts[name])
     assert charts["reward"]["nonnull"] == [N_STEPS] * 3  # +std, -std, mean
     assert charts["arness"]["labels"] == ["local@1", "global@1"]
+    assert charts["ratio"]["labels"] == ["mean", "min", "max"] and charts["ratio"]["nonnull"] == [N_STEPS] * 3
+    assert charts["versions"]["nonnull"] == [N_STEPS, N_STEPS]
     assert charts["pass"]["x"] == N_STEPS  # eval steps are a subset of the metric steps
     assert charts["pass"]["labels"] == ["train (rollouts)", "humaneval (full steps)", "humaneval (half steps)"]
     assert charts["pass"]["nonnull"] == [N_STEPS, len(EVAL_STEPS), len(EVAL_STEPS)]

@@ -366,6 +366,41 @@ def test_kuberay_ports_match_the_contract():
         assert "6379" not in json.dumps(doc)
 
 
+def test_kuberay_redis_keeps_its_data_on_a_volume():
+    """Redis writes an append-only file into a folder backed by a PersistentVolumeClaim of
+    these manifests, so a restarted or rescheduled pod comes back with every job's state."""
+    (deployment,) = [d for d in _by_kind("Deployment") if d["metadata"]["name"] == "cgrpo-redis"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    data_dir = args[args.index("--dir") + 1]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == data_dir)
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claims = {d["metadata"]["name"]: d for d in _by_kind("PersistentVolumeClaim")}
+    claim = claims[volume["persistentVolumeClaim"]["claimName"]]
+    assert "ReadWriteOnce" in claim["spec"]["accessModes"] or "ReadWriteMany" in claim["spec"]["accessModes"]
+    if claim["spec"]["accessModes"] == ["ReadWriteOnce"]:
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"  # a rolling update would wait on the volume
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]  # the volume is writable
+
+
+def test_kuberay_dashboard_reads_the_run_directories_the_head_writes():
+    """The dashboard mounts the head's runs volume where its --runs points: job logs, and jobs
+    Redis has lost, are read from there."""
+    head = _by_kind("RayCluster")[0]["spec"]["headGroupSpec"]["template"]["spec"]
+    head_mount = next(m for m in head["containers"][0]["volumeMounts"] if m["mountPath"] == "/app/runs")
+    head_claim = next(v for v in head["volumes"] if v["name"] == head_mount["name"])["persistentVolumeClaim"]
+    (deployment,) = [d for d in _by_kind("Deployment") if d["metadata"]["name"] == "cgrpo-dashboard"]
+    pod = deployment["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    runs = command[command.index("--runs") + 1]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == runs)
+    claim = next(v for v in pod["volumes"] if v["name"] == mount["name"])["persistentVolumeClaim"]
+    assert claim["claimName"] == head_claim["claimName"] and mount.get("readOnly")
+
+
 # ---------------------------------------------------------------------------------------
 # Job YAMLs
 # ---------------------------------------------------------------------------------------

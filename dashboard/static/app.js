@@ -31,14 +31,21 @@ window.cgrpo = { charts, state: S };
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4b5563'];
 // Charts over steps; each series reads one metrics field.
 const METRIC_CHARTS = [
+  { id: 'loss', title: 'Loss (coupled-GRPO objective)', series: [['loss', 'loss']] },
   { id: 'kl', title: 'KL to reference (k3)', series: [['kl', 'KL']] },
   { id: 'clip', title: 'Clip fraction', series: [['clip_frac', 'clipped ratio']] },
+  { id: 'ratio', title: 'Importance ratio π/π_old (per token)',
+    series: [['ratio_mean', 'mean'], ['ratio_min', 'min'], ['ratio_max', 'max']] },
+  { id: 'grad', title: 'Gradient norm', series: [['grad_norm', 'grad norm']] },
+  { id: 'lr', title: 'Learning rate', series: [['lr', 'lr']] },
   { id: 'arness', title: 'AR-ness (1 = left-to-right)',
     series: [['arness_local', 'local@1'], ['arness_global', 'global@1']] },
   { id: 'tokens', title: 'Rollout throughput (tokens/s)', series: [['rollout_tokens_per_s', 'tokens/s']] },
   { id: 'execs', title: 'Sandbox executions/s', series: [['sandbox_execs_per_s', 'execs/s']] },
   { id: 'learner', title: 'Learner step time (s)', series: [['learner_step_s', 'seconds']] },
   { id: 'idle', title: 'Rollout idle fraction', series: [['rollout_idle_frac', 'idle']] },
+  { id: 'versions', title: 'Weight versions',
+    series: [['weight_version', 'pushed to rollouts'], ['rollout_version', 'oldest in the batch']] },
 ];
 // Steps are integers: never put a tick at step 0.5.
 const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000];
@@ -112,7 +119,8 @@ async function refreshJobs() {
     return h('tr', { 'data-job': job.id, class: job.id === S.jobId ? 'selected' : null,
       onclick: () => selectJob(job.id, true) },
       h('td', {}, h('b', {}, job.name), job.name !== job.id ? h('div', { class: 'muted' }, job.id) : null),
-      h('td', {}, badge(job.status)),
+      h('td', {}, badge(job.status),
+        job.source === 'record' ? h('div', { class: 'muted', title: 'Redis no longer has this job' }, 'run directory') : null),
       h('td', {}, step),
       h('td', { title: job.created_at ? new Date(job.created_at * 1000).toLocaleString() : '' },
         fmtAge(job.created_at == null ? null : now() - job.created_at)),
@@ -203,6 +211,7 @@ function renderHeader() {
   $('#job-status').replaceWith(Object.assign(badge(job.status), { id: 'job-status' }));
   const parts = [];
   if (job.name !== job.id) parts.push(`id ${job.id}`);
+  if (job.source === 'record') parts.push('read from its run directory (Redis no longer has this job)');
   if (job.step != null) parts.push(`step ${job.step}${job.total_steps ? ' / ' + job.total_steps : ''}`);
   if (job.weight_version != null) parts.push(`weights v${job.weight_version}`);
   if (job.created_at) parts.push(`started ${fmtAge(now() - job.created_at)} ago`);
@@ -288,7 +297,7 @@ function renderCharts() {
           value: (self, v) => fmtNum(v) }))],
       bands: spec.bands,
       axes: [{ label: 'step', labelSize: 18, size: 36, incrs: STEP_INCRS },
-        { size: 58, values: (self, ticks) => ticks.map(fmtNum) }],
+        { size: 66, values: (self, ticks) => ticks.map(fmtNum) }],
       cursor: { drag: { x: true, y: false } },
     }, spec.data, card);
     u._cgrpoSig = sig;
