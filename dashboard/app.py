@@ -81,7 +81,6 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
                   version="1")
     app.state.redis = r
     app.state.redis_url = url
-    app.state.runs_dir = Path(runs_dir).resolve() if runs_dir is not None else runs_root()
     bearer = HTTPBearer(auto_error=False, description="the dashboard's --token")
 
     @app.exception_handler(redis.ConnectionError)
@@ -101,7 +100,10 @@ def create_app(redis_url: str | None = None, token: str | None = None, *,
                                 headers={"WWW-Authenticate": "Bearer"})
 
     def runs() -> Path:
+        """Read per request: $CGRPO_RUNS_DIR may change while the app runs (tests do that)."""
         return Path(runs_dir).resolve() if runs_dir is not None else runs_root()
+
+    app.state.runs_dir = runs()
 
     def job_or_404(job_id: str) -> tuple[dict, Source]:
         found = find_job(r, runs(), job_id)

@@ -84,7 +84,10 @@ class JobLog:
     def close(self, timeout: float = 5.0) -> bool:
         """Finish W&B, close the record, then give the last Redis writes up to ``timeout``
         seconds; True when all of them landed."""
-        if self.wandb is not None:
-            self.wandb.close()
-        self.record.close()
-        return self.state.close(timeout)
+        try:
+            if self.wandb is not None:
+                self.wandb.close()
+        finally:
+            self.record.close()
+            delivered = self.state.close(timeout)
+        return delivered

@@ -145,3 +145,14 @@ def test_a_resumed_job_appends_to_its_record(tmp_path):
     assert [(m["step"], m["loss"]) for m in metrics] == [(1, 1.0), (2, 1.0), (3, 2.0), (4, 2.0)]
     with pytest.raises(state.StateError, match="status"):
         again.update(status="exploded")
+
+
+def test_wandb_online_without_an_api_key_is_one_error_naming_the_fix(tmp_path, monkeypatch):
+    from jobstate.config import WandbConfig
+    from jobstate.wandb_run import WandbRun
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc or W&B settings of the user's
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_CONFIG_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(state.StateError, match="WANDB_API_KEY.*wandb.mode: offline"):
+        WandbRun.start(WandbConfig(enabled=True, mode="online"), "no-key", tmp_path / "run", {})
