@@ -68,8 +68,8 @@ if ! redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1; then
     --appendonly yes --appendfsync everysec --dir "$ROOT/.cache/redis" --logfile "$ROOT/.cache/redis.log"
   for _ in $(seq 50); do redis-cli -p "$CGRPO_REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 elif [ "$(redis-cli -p "$CGRPO_REDIS_PORT" config get appendonly 2>/dev/null | tail -n 1)" != "yes" ]; then
-  log "note: the Redis on port $CGRPO_REDIS_PORT runs without an append-only file: a restart empties it" \
-      "(jobs keep their record in runs/JOB/; restart it through this script to get persistence)"
+  log "note: the Redis on port $CGRPO_REDIS_PORT has no append-only file, so a restart empties it (jobs keep" \
+      "their record in runs/JOB/); \`redis-cli -p $CGRPO_REDIS_PORT config set appendonly yes\` turns it on"
 fi
 
 # 5. Docker engine and the sandbox image (optional: the jail backend serves without it).
