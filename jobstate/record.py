@@ -64,7 +64,7 @@ class RunRecord:
     send every write to both."""
 
     def __init__(self, run_dir: Path | str, job_id: str) -> None:
-        from jobstate.tensorboard_events import TensorBoardEvents
+        from jobstate.tensorboard_events import TensorBoardEvents  # here: readers never pay its import
 
         job_key(job_id)  # validates
         self.job_id, self.run_dir = job_id, Path(run_dir)
