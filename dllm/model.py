@@ -14,6 +14,10 @@ layer switched to non-causal; the LLaDA names are mapped on load and save, so a 
 checkpoint dropped into a folder loads unchanged. :meth:`DiffusionLM.forward` always
 returns logits aligned with the input (``logits[:, i]`` predicts token ``i``), so
 callers never see the layout.
+
+:class:`KVCache` and :meth:`DiffusionLM.block_logits` serve the sampler's block-wise
+decoding (Fast-dLLM's approximate KV cache): one full pass stores every layer's keys and
+values, later passes compute only a window of positions and read the rest from the store.
 """
 
 from __future__ import annotations
@@ -88,6 +92,42 @@ def _backbone_config(config: dict, layout: str):
     )
 
 
+class KVCache:
+    """Every layer's keys and values for the whole sequence, as of the last full pass.
+
+    A bidirectional model has no exact cache: every position's keys depend on every other
+    position. Fast-dLLM's observation is that, while one block is being denoised, the keys
+    and values outside it barely change from step to step, so they can be reused until the
+    next full pass refreshes them. transformers' attention layers hand each layer's fresh
+    (rotated) keys and values to :meth:`update` and attend to what it returns: during a full
+    pass (``window`` None) they are stored; during a windowed pass they overwrite the
+    window's slots and the layer attends to the whole stored sequence.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.window: tuple[int, int] | None = None
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, kwargs=None):
+        if self.window is None:
+            del self.keys[layer_idx:], self.values[layer_idx:]
+            self.keys.append(key)
+            self.values.append(value)
+            return key, value
+        start, end = self.window
+        self.keys[layer_idx][:, :, start:end] = key
+        self.values[layer_idx][:, :, start:end] = value
+        return self.keys[layer_idx], self.values[layer_idx]
+
+
+def _key_mask(attention_mask: torch.Tensor | None, queries: int) -> torch.Tensor | None:
+    """``[B, 1, queries, L]`` boolean mask hiding padded keys from every query (None: no padding)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :].expand(-1, 1, queries, -1)
+
+
 class DiffusionLM(nn.Module):
     """A bidirectional Transformer that predicts the clean token at every position.
 
@@ -128,10 +168,7 @@ class DiffusionLM(nn.Module):
         ``attention_mask`` (``[B, L]``, 1 = real token) hides padding from every query;
         without it all positions attend to all positions.
         """
-        mask4d = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            keep = attention_mask.bool()[:, None, None, :]  # [B,1,1,L] key mask
-            mask4d = keep.expand(-1, 1, input_ids.shape[1], -1)
+        mask4d = _key_mask(attention_mask, input_ids.shape[1])
         logits = self.lm_head(self._hidden_states(input_ids, mask4d))
         if self.shift:
             # Dream layout: output at i-1 predicts token i; position 0 has no predictor
@@ -139,14 +176,43 @@ class DiffusionLM(nn.Module):
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return logits
 
-    def _hidden_states(self, input_ids: torch.Tensor, mask4d: torch.Tensor | None) -> torch.Tensor:
+    def block_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, kv_cache: KVCache,
+                     start: int, end: int, *, reuse: bool, window_end: int | None = None) -> torch.Tensor:
+        """Logits ``[B, end - start, V]`` predicting tokens ``start .. end-1`` of ``input_ids``
+        (the whole ``[B, L]`` sequence), with the output head run only where it is needed.
+
+        ``reuse=False``: a full pass that refills ``kv_cache``. ``reuse=True``: only the
+        window from the first predictor of ``start`` (``start - 1`` under the Dream shift)
+        up to ``window_end`` (default ``end``; the prefix cache recomputes everything after
+        the block too) is computed; every other position's keys and values are read from
+        ``kv_cache`` as the last full pass left them.
+        """
+        first = start - 1 if self.shift else start  # Dream: the output at start-1 predicts start
+        if first < 0:
+            raise DLLMError("block_logits: the Dream layout cannot predict position 0 (it has no predecessor)")
+        if not reuse:
+            kv_cache.window = None
+            hidden = self._hidden_states(input_ids, _key_mask(attention_mask, input_ids.shape[1]), kv_cache)
+            return self.lm_head(hidden[:, first:first + end - start])
+        if not kv_cache.keys:
+            raise DLLMError("block_logits: the KV cache is empty; run a pass with reuse=False first")
+        last = max(end, window_end or end)
+        kv_cache.window = (first, last)
+        hidden = self._hidden_states(input_ids[:, first:last], _key_mask(attention_mask, last - first), kv_cache,
+                                     offset=first)
+        return self.lm_head(hidden[:, :end - start])
+
+    def _hidden_states(self, input_ids: torch.Tensor, mask4d: torch.Tensor | None,
+                       kv_cache: KVCache | None = None, offset: int = 0) -> torch.Tensor:
         """Run transformers' decoder layers ourselves: their model classes build a causal
-        mask internally, and a diffusion LM must never see one."""
+        mask internally, and a diffusion LM must never see one. ``input_ids`` sit at
+        positions ``offset ..`` of the sequence (a window of it when ``offset`` > 0)."""
         hidden = self.model.embed_tokens(input_ids)
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        position_ids = torch.arange(offset, offset + input_ids.shape[1], device=input_ids.device)[None]
         rotary = self.model.rotary_emb(hidden, position_ids)
         for layer in self.model.layers:
-            hidden = layer(hidden, attention_mask=mask4d, position_embeddings=rotary, position_ids=position_ids)
+            hidden = layer(hidden, attention_mask=mask4d, position_embeddings=rotary, position_ids=position_ids,
+                           cache=kv_cache)
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
         return self.model.norm(hidden)

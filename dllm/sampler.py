@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from dllm.errors import DLLMError
+from dllm.model import KVCache
 
 ALGORITHMS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+CACHES = ("none", "prefix", "dual")
 
 
 @dataclass
@@ -26,7 +28,10 @@ class Generation:
 
     ``sequences`` are left-padded prompts followed by the ``N`` generated positions;
     ``order[b, j]`` is the step (0-based) at which completion position ``j`` was committed;
-    ``completions[b]`` are the generated ids up to, not including, the first EOS/pad.
+    ``completions[b]`` are the generated ids up to, not including, the first EOS/pad;
+    ``steps_run`` counts the model passes (full or cached); ``parallel_fraction[b]`` is the
+    fraction of row ``b``'s answer (its completion) committed in a step that committed other
+    positions of the row too, i.e. not conditioned on each other (0 when one token per step).
     """
 
     sequences: torch.Tensor
@@ -35,10 +40,12 @@ class Generation:
     order: torch.Tensor
     completions: list[list[int]]
     steps_run: int
+    parallel_fraction: torch.Tensor
 
 
 def _check_args(prompt_ids, max_new_tokens: int, steps: int, alg: str, temperature: float,
-                top_p: float | None, top_k: int | None, threshold: float | None) -> None:
+                top_p: float | None, top_k: int | None, threshold: float | None, factor: float | None,
+                block_size: int | None, cache: str) -> None:
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise DLLMError("generate: every prompt needs at least one token")
     if max_new_tokens <= 0:
@@ -58,6 +65,22 @@ def _check_args(prompt_ids, max_new_tokens: int, steps: int, alg: str, temperatu
         raise DLLMError(f"generate: top_k must be > 0 (got {top_k})")
     if threshold is not None and not 0 < threshold < 1:
         raise DLLMError(f"generate: threshold must be in (0, 1) (got {threshold})")
+    if factor is not None and factor <= 0:
+        raise DLLMError(f"generate: factor must be > 0 (got {factor})")
+    if threshold is not None and factor is not None:
+        raise DLLMError("generate: set threshold or factor, not both (two rules for the same parallel commits)")
+    if (threshold is not None or factor is not None) and alg not in ("maskgit_plus", "topk_margin"):
+        raise DLLMError("generate: threshold and factor decoding need alg 'maskgit_plus' or 'topk_margin' "
+                        "(a confidence that is a probability)")
+    if cache not in CACHES:
+        raise DLLMError(f"generate: unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
+    if block_size is not None:
+        if block_size <= 0 or max_new_tokens % block_size:
+            raise DLLMError(f"generate: block_size ({block_size}) must be > 0 and divide max_new_tokens "
+                            f"({max_new_tokens})")
+        if steps < max_new_tokens // block_size:
+            raise DLLMError(f"generate: steps ({steps}) must be at least the number of blocks "
+                            f"({max_new_tokens // block_size} = max_new_tokens / block_size); each block needs a step")
 
 
 def _sorted_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -142,26 +165,126 @@ def tokens_per_step(n: int, steps: int) -> list[int]:
     return [base + (1 if s < extra else 0) for s in range(steps)]
 
 
+def factor_rule(conf: torch.Tensor, factor: float) -> torch.Tensor:
+    """Fast-dLLM's factor rule: which positions ``[B, W]`` to commit together.
+
+    With confidences sorted ``c_1 >= c_2 >= ...``, commit the ``n`` most confident where
+    ``c_i >= 1 - factor / (i + 1)`` for every ``i <= n`` (and always the first): the more
+    tokens a step commits, the surer of each the model must be, which bounds the chance
+    that decoding them independently differs from decoding them one by one. ``conf`` is
+    ``-inf`` at positions that are not candidates.
+    """
+    sorted_conf, index = conf.sort(dim=1, descending=True)
+    rank = torch.arange(1, conf.shape[1] + 1, device=conf.device)
+    passes = sorted_conf >= 1 - factor / (rank + 1)
+    count = passes.int().cumprod(1).sum(1).clamp(min=1)
+    return torch.zeros_like(passes).scatter(1, index, rank[None] <= count[:, None]) & torch.isfinite(conf)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one denoising step turns logits into commits (the sampling settings of a call)."""
+
+    temperature: float
+    top_p: float | None
+    top_k: int | None
+    alg: str
+    alg_temp: float
+    threshold: float | None
+    factor: float | None
+    mask_token_id: int
+
+
+def _choose(conf: torch.Tensor, masked: torch.Tensor, quota: int, last: bool, rule: _Rule,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """Positions ``[B, W]`` to commit: the ``quota`` most confident (all on a block's last step),
+    plus every one the threshold or factor rule accepts."""
+    if last:
+        return masked.clone()
+    choose_by = conf
+    if rule.alg_temp > 0:
+        gumbel = -torch.log(-torch.log(
+            torch.rand(conf.shape, generator=generator, device=conf.device).clamp(1e-10, 1 - 1e-10)))
+        choose_by = conf / rule.alg_temp + gumbel
+    k = min(quota, int(masked.sum(1).max()))  # a row with fewer masked positions takes them all
+    top = choose_by.topk(k, dim=1).indices
+    commit = torch.zeros_like(masked).scatter(1, top, True) & masked
+    if rule.threshold is not None:
+        commit |= masked & (conf > rule.threshold)
+    if rule.factor is not None:
+        commit |= masked & factor_rule(conf, rule.factor)
+    return commit
+
+
+def _denoise_step(logits: torch.Tensor, masked: torch.Tensor, quota: int, last: bool, rule: _Rule,
+                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step over a block: ``logits [B, W, V]`` of its positions, ``masked [B, W]`` those
+    still [MASK]. Returns the positions committed and their tokens (row-major order)."""
+    probs = _probs(logits[masked], rule.temperature, rule.top_p, rule.top_k, rule.mask_token_id)
+    # Only maskgit_plus scores positions by their drawn token; the other rules draw tokens
+    # just for the positions they commit (drawing all of them cost as much as the forward pass).
+    drawn = _draw(probs, rule.temperature, generator) if rule.alg == "maskgit_plus" else None
+    conf = torch.full(masked.shape, float("-inf"), device=masked.device)
+    conf[masked] = _confidence(probs, rule.alg, drawn, generator).float()
+    commit = _choose(conf, masked, quota, last, rule, generator)
+    chosen = commit[masked]  # rows of `probs` committed now (both in row-major order)
+    tokens = drawn[chosen] if drawn is not None else _draw(probs[chosen], rule.temperature, generator)
+    return commit, tokens
+
+
+def _block_logits(model, x: torch.Tensor, attn: torch.Tensor | None, kv: KVCache | None, cache: str,
+                  start: int, end: int, refresh: bool) -> torch.Tensor:
+    """Logits ``[B, end - start, V]`` for the block at sequence positions ``start .. end-1``.
+
+    Without a cache, the full pass of today's sampler. With one, the block's first step is a
+    full pass that refreshes the cache; later steps compute only the block (dual cache) or
+    the block and everything after it (prefix cache) and read the rest from the cache.
+    """
+    if kv is None:
+        return model(x, attn)[:, start:end]
+    return model.block_logits(x, attn, kv, start, end, reuse=not refresh,
+                              window_end=end if cache == "dual" else x.shape[1])
+
+
+def _all_stopped(tokens: torch.Tensor, stop_ids: set[int]) -> bool:
+    """Whether every row of ``tokens [B, W]`` holds an EOS/pad (its answer ended)."""
+    stops = torch.tensor(sorted(stop_ids), device=tokens.device)
+    return bool(torch.isin(tokens, stops).any(1).all())
+
+
 @torch.no_grad()
 def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: int,
              temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
              alg: str = "entropy", alg_temp: float = 0.0, threshold: float | None = None,
+             factor: float | None = None, block_size: int | None = None, cache: str = "none",
              seed: int | None = None) -> Generation:
-    """Generate ``max_new_tokens`` positions for each prompt in ``steps`` denoising steps.
+    """Generate ``max_new_tokens`` positions for each prompt in at most ``steps`` denoising steps.
 
-    With ``threshold`` set, a step commits every masked position whose confidence (as a
-    probability: needs ``maskgit_plus`` or ``topk_margin``) exceeds it, at least the
-    scheduled number; generation then often ends in fewer steps than ``steps``.
+    ``block_size`` (default: the whole completion) decodes the completion in blocks, left
+    to right, each finished before the next starts; ``steps`` are spread evenly over the
+    blocks. Once every row has an EOS in a finished block, the remaining blocks are filled
+    with EOS without running the model (the completion is cut there anyway).
+
+    ``cache`` ``"prefix"`` or ``"dual"`` (Fast-dLLM's approximate KV cache): the first step
+    of each block is a full pass that stores every position's keys and values; later steps
+    of the block compute only the block and everything after it (``prefix``) or only the
+    block (``dual``), reusing the stored keys and values elsewhere.
+
+    ``threshold`` commits, besides the scheduled number, every masked position of the block
+    whose confidence exceeds it; ``factor`` instead commits the positions Fast-dLLM's factor
+    rule accepts (:func:`factor_rule`). Both need a confidence that is a probability
+    (``maskgit_plus`` or ``topk_margin``); with ``steps = max_new_tokens`` the scheduled
+    number is one per step, as in Fast-dLLM. Generation then often ends in fewer steps.
     """
-    _check_args(prompt_ids, max_new_tokens, steps, alg, temperature, top_p, top_k, threshold)
-    if threshold is not None and alg not in ("maskgit_plus", "topk_margin"):
-        raise DLLMError("generate: threshold decoding needs alg 'maskgit_plus' or 'topk_margin' "
-                        "(a confidence that is a probability)")
+    _check_args(prompt_ids, max_new_tokens, steps, alg, temperature, top_p, top_k, threshold, factor, block_size,
+                cache)
     device = next(model.parameters()).device
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
+    rule = _Rule(temperature, top_p, top_k, alg, alg_temp, threshold, factor, model.mask_token_id)
     pad_id = model.pad_token_id if model.pad_token_id is not None else model.mask_token_id
+    stop_ids = {model.eos_token_id, model.pad_token_id} - {None}
     prompt, prompt_attn = _left_pad(prompt_ids, pad_id, device)
     batch, plen = prompt.shape
     n = max_new_tokens
@@ -169,42 +292,31 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
     attn = torch.cat([prompt_attn, torch.ones((batch, n), dtype=torch.long, device=device)], 1)
     attn_arg = None if bool(prompt_attn.all()) else attn
     order = torch.full((batch, n), -1, dtype=torch.long, device=device)
-    schedule = tokens_per_step(n, steps)
-    steps_run = 0
-    for step, quota in enumerate(schedule):
-        masked = order < 0  # [B, N]
-        if not bool(masked.any()):
+    together = torch.zeros((batch, n), dtype=torch.bool, device=device)  # committed with others of its row
+    kv = KVCache() if cache != "none" else None
+    size = block_size or n
+    step = 0
+    for start, block_steps in zip(range(0, n, size), tokens_per_step(steps, n // size)):
+        end = start + size
+        if start and stop_ids and _all_stopped(x[:, plen:plen + start], stop_ids):
+            x[:, plen + start:] = next(iter(stop_ids)) if model.eos_token_id is None else model.eos_token_id
+            order[:, start:] = step - 1
             break
-        steps_run += 1
-        logits = model(x, attn_arg)[:, plen:]
-        probs = _probs(logits[masked], temperature, top_p, top_k, model.mask_token_id)
-        # Only maskgit_plus scores positions by their drawn token; the other rules draw
-        # tokens just for the positions they commit (drawing all of them cost as much as
-        # the forward pass).
-        drawn = _draw(probs, temperature, generator) if alg == "maskgit_plus" else None
-        conf = torch.full((batch, n), float("-inf"), device=device)
-        conf[masked] = _confidence(probs, alg, drawn, generator).float()
-        last = step == len(schedule) - 1
-        if last:
-            commit = masked
-        else:
-            choose_by = conf
-            if alg_temp > 0:
-                gumbel = -torch.log(-torch.log(
-                    torch.rand(conf.shape, generator=generator, device=device).clamp(1e-10, 1 - 1e-10)))
-                choose_by = conf / alg_temp + gumbel
-            k = min(quota, int(masked.sum(1).min()))
-            top = choose_by.topk(k, dim=1).indices
-            commit = torch.zeros_like(masked).scatter(1, top, True) & masked
-            if threshold is not None:
-                commit |= masked & (conf > threshold)
-        chosen = commit[masked]  # rows of `probs` committed now (both in row-major order)
-        completion = x[:, plen:]
-        completion[commit] = drawn[chosen] if drawn is not None else _draw(probs[chosen], temperature, generator)
-        order[commit] = step
+        schedule = tokens_per_step(size, block_steps)
+        for i, quota in enumerate(schedule):
+            masked = order[:, start:end] < 0  # [B, W]
+            if not bool(masked.any()):
+                break
+            logits = _block_logits(model, x, attn_arg, kv, cache, plen + start, plen + end, refresh=i == 0)
+            commit, tokens = _denoise_step(logits, masked, quota, i == len(schedule) - 1, rule, generator)
+            x[:, plen + start:plen + end][commit] = tokens
+            order[:, start:end][commit] = step
+            together[:, start:end] |= commit & (commit.sum(1, keepdim=True) > 1)
+            step += 1
     completions = []
-    stop_ids = {model.eos_token_id, model.pad_token_id} - {None}
     for row in x[:, plen:].tolist():
         cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
         completions.append(row[:cut])
-    return Generation(x, attn, plen, order, completions, steps_run)
+    parallel = torch.tensor([together[b, :len(c)].float().mean().item() if c else 0.0
+                             for b, c in enumerate(completions)])
+    return Generation(x, attn, plen, order, completions, step, parallel)

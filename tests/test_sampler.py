@@ -75,7 +75,7 @@ def test_completions_stop_at_eos(tiny_dream):
     (dict(alg="beam"), "unknown alg"),
     (dict(max_new_tokens=0), "max_new_tokens"),
     (dict(top_p=1.5), "top_p"),
-    (dict(threshold=0.9, alg="entropy"), "threshold decoding needs"),
+    (dict(threshold=0.9, alg="entropy"), "threshold and factor decoding need"),
 ])
 def test_bad_arguments_raise_one_clear_error(tiny_dream, kwargs, message):
     args = dict(max_new_tokens=8, steps=4) | kwargs
