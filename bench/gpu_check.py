@@ -1,5 +1,6 @@
 """GPU checks (run on a machine with a CUDA GPU; CI never has one): bf16 model and sampler,
-sampler speed against the plain loop, estimator agreement bf16 vs fp32, and a DeepSpeed
+sampler speed against the plain loop, cached/parallel decoding against today's sampler
+(``bench/rollout_speed.py``'s settings), estimator agreement bf16 vs fp32, and a DeepSpeed
 learner on NCCL (ZeRO-2 and ZeRO-3, bf16) doing real coupled-GRPO steps.
 
     python bench/gpu_check.py            # prints one JSON object per check, then a summary line
@@ -9,6 +10,7 @@ Last line: ``gpu_checks_passed: N/M``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,10 +29,19 @@ from bench.sampler import plain_generate  # noqa: E402
 from tests.conftest import make_tiny_model_dir  # noqa: E402
 
 RESULTS: list[dict] = []
+CHECKS: list[tuple[str, object]] = []
 
 
 def check(name):
+    """Register a check; :func:`run_checks` runs them in order (importing runs nothing)."""
     def wrap(fn):
+        CHECKS.append((name, fn))
+        return fn
+    return wrap
+
+
+def run_checks() -> None:
+    for name, fn in CHECKS:
         start = time.perf_counter()
         try:
             info = fn() or {}
@@ -39,8 +50,6 @@ def check(name):
             RESULTS.append({"check": name, "ok": False, "error": f"{type(exc).__name__}: {exc}",
                             "trace": traceback.format_exc()[-1500:]})
         print(json.dumps(RESULTS[-1]), flush=True)
-        return fn
-    return wrap
 
 
 def model_folder() -> Path:
@@ -54,7 +63,7 @@ def model_folder() -> Path:
     return folder
 
 
-FOLDER = model_folder()
+FOLDER: Path = Path()  # set by main: building a model folder is no import-time work
 
 
 @check("bf16 sampler on cuda: complete, deterministic")
@@ -91,6 +100,27 @@ def _speed():
         plain_generate(OnCuda(model), p, 64, 64, 1.2, seed=i)
     plain = (time.perf_counter() - start) * 8
     return {"tokens_per_s": 64 * 64 / ours, "speedup": plain / ours}
+
+
+@check("cached/parallel sampler vs today's on cuda (bench/rollout_speed.py settings, batch 32, 256 tokens)")
+def _cached_speed():
+    from bench.rollout_speed import ROLLOUT_SAMPLING, SETTINGS, TODAY, options_for
+    config = dllm.dream_config(32768, 32767, 32766, 32765, hidden_size=1024, num_layers=8, num_heads=16,
+                               num_kv_heads=4, intermediate_size=2816, max_position_embeddings=1024)
+    model = dllm.init_model(config, seed=0).to(device="cuda", dtype=torch.bfloat16).eval()
+    gen = torch.Generator().manual_seed(0)
+    prompts = [ordinary_token_ids(model, int(n), gen) for n in torch.randint(64, 128, (32,), generator=gen)]
+    rates = {}
+    for name in SETTINGS:
+        dllm.generate(model, prompts[:2], **options_for(name, 32, ROLLOUT_SAMPLING), seed=0)  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = dllm.generate(model, prompts, **options_for(name, 256, ROLLOUT_SAMPLING), seed=0)
+        torch.cuda.synchronize()
+        rates[name] = 32 * 256 / (time.perf_counter() - start)
+        assert (out.order >= 0).all()
+    return {"tokens_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "speedup": {k: round(v / rates[TODAY], 2) for k, v in rates.items()}}
 
 
 @check("coupled estimator: bf16 agrees with fp32 on cuda (same seed, same masks)")
@@ -131,6 +161,9 @@ def _zero2():
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    FOLDER = model_folder()
+    run_checks()
     ok = sum(r["ok"] for r in RESULTS)
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     print(f"gpu_checks_passed: {ok}/{len(RESULTS)}")

@@ -1,0 +1,229 @@
+"""Cached, parallel diffusion decoding against today's sampler: rollout speed, and what it costs.
+
+Each setting is a set of ``dllm.generate`` options (block-wise decoding, Fast-dLLM's prefix
+or dual KV cache, threshold or factor parallel commits, fewer steps), fixed below before
+anything was measured. Two measurements, side by side in one run:
+
+* **speed**: generated tokens/s of today's sampler (one full pass per token) and of each
+  setting, 256-token completions for a batch of 8 prompts at the rollout temperature, on a
+  seeded random Dream-layout model big enough that the model's passes, not the sampler's
+  bookkeeping, take the time (``--speed-model`` measures a real checkpoint instead). A random
+  model is never confident, so on it the threshold/factor rules commit only their scheduled
+  token per step: their speed-up there is the cache's alone (the quality table shows how
+  many passes they need on a trained model).
+* **quality**: held-out pass@1 of ``--model`` (default the shipped model, its 48-token
+  completions) at T=0.2, every setting paired against today's sampler on the same tasks
+  and seeds, scored in the sandbox by the project's evaluation code; standard errors from
+  the per-task pass rates (the paired one from their per-task differences).
+
+The best setting is chosen by a rule fixed in advance (the held-out run checks, it does not
+tune): the fastest setting whose pass@1 is not below today's by more than one standard
+error of the paired difference. Rerunning the quality part for another model is cheap:
+``--speed-from`` reuses the speed table an earlier ``--json`` saved.
+
+    python bench/rollout_speed.py [--quick] [--model DIR] [--json OUT] [--speed-from OUT]
+
+Last line: ``cached_parallel_speedup: X.XX`` (tokens/s of the best setting over today's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import dllm  # noqa: E402
+from bench._common import SHIPPED, ordinary_token_ids  # noqa: E402
+
+TODAY = "today"
+# name -> (generate options, steps per generated token). Fixed before the first measurement.
+SETTINGS: dict[str, tuple[dict, float]] = {
+    TODAY: ({}, 1.0),
+    "block16": ({"block_size": 16}, 1.0),
+    "block16 prefix-cache": ({"block_size": 16, "cache": "prefix"}, 1.0),
+    "block16 dual-cache": ({"block_size": 16, "cache": "dual"}, 1.0),
+    "block16 dual threshold0.9": ({"block_size": 16, "cache": "dual", "alg": "maskgit_plus", "threshold": 0.9}, 1.0),
+    "block16 dual factor1": ({"block_size": 16, "cache": "dual", "alg": "maskgit_plus", "factor": 1.0}, 1.0),
+    "block16 dual half-steps": ({"block_size": 16, "cache": "dual"}, 0.5),
+}
+ROLLOUT_SAMPLING = {"temperature": 1.2, "top_p": 0.95, "alg": "entropy"}  # the rollout config's defaults
+EVAL_SAMPLING = {"temperature": 0.2, "top_p": 0.95, "alg": "entropy"}  # `cgrpo eval`'s
+
+
+def options_for(name: str, new_tokens: int, sampling: dict) -> dict:
+    options, steps_per_token = SETTINGS[name]
+    return {**sampling, **options, "max_new_tokens": new_tokens, "steps": max(1, int(new_tokens * steps_per_token))}
+
+
+# --- speed ---------------------------------------------------------------------------------
+def speed_model(path: str | None):
+    if path:
+        return dllm.load_model(path).eval(), path
+    config = dllm.dream_config(1024, 1023, 1022, 1021, hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=2,
+                               intermediate_size=576, max_position_embeddings=1024)
+    model = dllm.init_model(config, seed=0).eval()
+    size = sum(p.numel() for p in model.parameters()) / 1e6
+    return model, f"random Dream-layout model, hidden 192, 4 layers, {size:.1f}M parameters"
+
+
+def measure_speed(args) -> dict:
+    model, what = speed_model(args.speed_model)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(48, 80, (args.batch,), generator=gen).tolist()
+    prompts = [ordinary_token_ids(model, n, gen) for n in lengths]
+    tokens = args.batch * args.new_tokens
+    rows = {}
+    print(f"speed: {what}; batch {args.batch}, prompts of {min(lengths)}-{max(lengths)} tokens, "
+          f"{args.new_tokens}-token completions, T={ROLLOUT_SAMPLING['temperature']}", flush=True)
+    for name in SETTINGS:
+        options = options_for(name, args.new_tokens, ROLLOUT_SAMPLING)
+        dllm.generate(model, prompts[:2], **options_for(name, 32, ROLLOUT_SAMPLING), seed=0)  # warm-up
+        start = time.perf_counter()
+        out = dllm.generate(model, prompts, **options, seed=0)
+        seconds = time.perf_counter() - start
+        rows[name] = {"tokens_per_s": tokens / seconds, "seconds": seconds, "passes": out.steps_run}
+        print(f"  {name:28s} {tokens / seconds:8.1f} tokens/s  {seconds:7.1f} s  {out.steps_run:4d} passes",
+              flush=True)
+    return {"model": what, "batch": args.batch, "new_tokens": args.new_tokens, "settings": rows}
+
+
+# --- quality -------------------------------------------------------------------------------
+def sample(model, tokenizer, tasks, n: int, options: dict, seed: int) -> tuple[list[list[str]], dict]:
+    """``n`` completions per task, batched by prompt length with seed ``seed + batch`` (as
+    ``cgrpo eval`` batches them), plus the decoding statistics of the setting."""
+    from orchestrator.tasks.evaluate import encode_prompt
+
+    requests = sorted(((i, encode_prompt(tokenizer, t.prompt)) for i, t in enumerate(tasks) for _ in range(n)),
+                      key=lambda r: len(r[1]))
+    out: list[list[str]] = [[] for _ in tasks]
+    passes = batches = 0
+    parallel, arness = [], []
+    for b, start in enumerate(range(0, len(requests), 32)):
+        batch = requests[start:start + 32]
+        gen = dllm.generate(model, [ids for _, ids in batch], **options, seed=seed + b)
+        passes += gen.steps_run
+        batches += 1
+        for row, ((i, _), ids) in enumerate(zip(batch, gen.completions)):
+            out[i].append(tokenizer.decode(ids, skip_special_tokens=True))
+            parallel.append(float(gen.parallel_fraction[row]))
+            arness.append(dllm.local_arness(gen.order[row, :max(len(ids), 1)]))
+    return out, {"passes_per_token": passes / batches / options["max_new_tokens"],
+                 "parallel_fraction": sum(parallel) / len(parallel), "arness_local": sum(arness) / len(arness)}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def measure_quality(args) -> dict:
+    from orchestrator.tasks import load_tasks
+    from orchestrator.tasks.evaluate import evaluate_completions
+
+    model_dir = Path(args.model)
+    model, tokenizer = dllm.load_model(model_dir), dllm.load_tokenizer(model_dir)
+    tasks = load_tasks("builtin", "heldout", limit=args.tasks)
+    print(f"quality: {model_dir}, {len(tasks)} held-out tasks x {args.samples} samples, "
+          f"{args.quality_tokens}-token completions, T={EVAL_SAMPLING['temperature']}", flush=True)
+    rates: dict[str, list[float]] = {}
+    rows = {}
+    for name in SETTINGS:
+        options = options_for(name, args.quality_tokens, EVAL_SAMPLING)
+        completions, stats = sample(model, tokenizer, tasks, args.samples, options, seed=args.seed)
+        result = evaluate_completions(tasks, completions, k_list=(1,), workers=2)
+        rates[name] = [t["correct"] / t["n"] for t in result["per_task"]]
+        pass1, se = mean_se(rates[name])
+        delta, se_delta = mean_se([a - b for a, b in zip(rates[name], rates[TODAY])])
+        rows[name] = {"pass1": pass1, "se": se, "delta": delta, "se_delta": se_delta, **stats}
+        print(f"  {name:28s} pass@1 {pass1:6.1%} ± {se:.1%}   vs today {delta:+6.1%} ± {se_delta:.1%}   "
+              f"passes/token {stats['passes_per_token']:.2f}  parallel {stats['parallel_fraction']:.2f}", flush=True)
+    return {"model": str(model_dir), "tasks": len(tasks), "samples": args.samples,
+            "new_tokens": args.quality_tokens, "settings": rows}
+
+
+def keeps_quality(row: dict) -> bool:
+    """The rule fixed in advance: pass@1 not below today's by more than one paired standard error."""
+    return row["delta"] >= -row["se_delta"]
+
+
+def summary(speed: dict, quality: dict) -> tuple[str, float]:
+    base = speed["settings"][TODAY]["tokens_per_s"]
+    print()
+    print(f"{'setting':28s} {'tokens/s':>9s} {'speed-up':>8s} {'pass@1':>14s} {'vs today':>15s} "
+          f"{'passes/tok':>10s} {'parallel':>8s} {'AR-ness':>7s}  keeps quality")
+    best, best_speedup = TODAY, 1.0
+    for name in SETTINGS:
+        s, q = speed["settings"][name], quality["settings"][name]
+        speedup = s["tokens_per_s"] / base
+        kept = keeps_quality(q)
+        if name != TODAY and kept and speedup > best_speedup:
+            best, best_speedup = name, speedup
+        print(f"{name:28s} {s['tokens_per_s']:9.1f} {speedup:7.2f}x {q['pass1']:7.1%} ± {q['se']:4.1%} "
+              f"{q['delta']:+7.1%} ± {q['se_delta']:4.1%} {q['passes_per_token']:10.2f} "
+              f"{q['parallel_fraction']:8.2f} {q['arness_local']:7.2f}  {'yes' if kept else 'NO'}")
+    print(f"speed: {speed['model']}, batch {speed['batch']}, {speed['new_tokens']} tokens; "
+          f"quality: {quality['model']}, {quality['tasks']} tasks x {quality['samples']} samples")
+    print(f"best setting (fastest whose pass@1 is within one paired standard error below today's): {best}")
+    return best, best_speedup
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(SHIPPED), help="model whose quality is measured (default: shipped)")
+    parser.add_argument("--quality-tokens", type=int, default=None,
+                        help="completion length for quality (default: the model's pretrain.json, else 48)")
+    parser.add_argument("--tasks", type=int, default=None, help="held-out tasks (default all 228)")
+    parser.add_argument("--samples", type=int, default=None, help="completions per task (default 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed-model", default=None, help="checkpoint to time instead of the random model")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=None, help="completion length for speed (default 256)")
+    parser.add_argument("--speed-from", default=None, help="reuse the speed table of an earlier --json")
+    parser.add_argument("--json", default=None, help="write both tables here")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smaller run: 57 tasks x 2 samples, 128-token speed run (explicit values win)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    quick = {"tasks": 57, "samples": 2, "new_tokens": 128} if args.quick else {}
+    for name, default in {"tasks": None, "samples": 4, "new_tokens": 256}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick.get(name, default))
+    for name in ("samples", "new_tokens", "batch", "threads"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if args.quality_tokens is None:
+        try:
+            args.quality_tokens = int(json.loads((Path(args.model) / "pretrain.json").read_text())["max_new_tokens"])
+        except (OSError, ValueError, KeyError, TypeError):
+            args.quality_tokens = 48
+    torch.set_num_threads(args.threads)
+    try:
+        speed = json.loads(Path(args.speed_from).read_text())["speed"] if args.speed_from else measure_speed(args)
+        missing = set(SETTINGS) - set(speed["settings"])
+        if missing:
+            raise ValueError(f"{args.speed_from} lacks settings {sorted(missing)}; measure speed again")
+        quality = measure_quality(args)
+    except (OSError, ValueError, KeyError, dllm.CgrpoError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    best, speedup = summary(speed, quality)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"speed": speed, "quality": quality, "best": best}, indent=2) + "\n")
+        print(f"tables written to {args.json}")
+    print(f"cached_parallel_speedup: {speedup:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
