@@ -104,7 +104,7 @@ def _speed():
 
 @check("cached/parallel sampler vs today's on cuda (bench/rollout_speed.py settings, batch 32, 256 tokens)")
 def _cached_speed():
-    from bench.rollout_speed import ROLLOUT_SAMPLING, SETTINGS, TODAY, options_for
+    from bench.rollout_speed import SETTINGS, SPEED_SAMPLING, TODAY, options_for
     config = dllm.dream_config(32768, 32767, 32766, 32765, hidden_size=1024, num_layers=8, num_heads=16,
                                num_kv_heads=4, intermediate_size=2816, max_position_embeddings=1024)
     model = dllm.init_model(config, seed=0).to(device="cuda", dtype=torch.bfloat16).eval()
@@ -112,10 +112,10 @@ def _cached_speed():
     prompts = [ordinary_token_ids(model, int(n), gen) for n in torch.randint(64, 128, (32,), generator=gen)]
     rates = {}
     for name in SETTINGS:
-        dllm.generate(model, prompts[:2], **options_for(name, 32, ROLLOUT_SAMPLING), seed=0)  # warm-up
+        dllm.generate(model, prompts[:2], **options_for(name, 32, SPEED_SAMPLING), seed=0)  # warm-up
         torch.cuda.synchronize()
         start = time.perf_counter()
-        out = dllm.generate(model, prompts, **options_for(name, 256, ROLLOUT_SAMPLING), seed=0)
+        out = dllm.generate(model, prompts, **options_for(name, 256, SPEED_SAMPLING), seed=0)
         torch.cuda.synchronize()
         rates[name] = 32 * 256 / (time.perf_counter() - start)
         assert (out.order >= 0).all()

@@ -2,11 +2,16 @@
 
 Start from ``prompt + N x [MASK]``; for ``S`` steps run the model once, score each masked
 position's confidence under the sampling distribution (temperature, top-k, top-p) and
-commit the most confident ones (``N/S`` per step, or every position above a confidence
-threshold), drawing their tokens from that distribution. Confidence ``alg``: ``origin``
-(random order), ``maskgit_plus`` (probability of the sampled token), ``topk_margin`` (top-1
-minus top-2 probability), ``entropy`` (negative entropy; DiffuCoder's default). ``alg_temp > 0`` samples the positions to commit from
+commit the most confident ones (``N/S`` per step, plus every position a threshold or
+factor rule accepts), drawing their tokens from that distribution. Confidence ``alg``:
+``origin`` (random order), ``maskgit_plus`` (probability of the sampled token),
+``topk_margin`` (top-1 minus top-2 probability), ``entropy`` (negative entropy;
+DiffuCoder's default). ``alg_temp > 0`` samples the positions to commit from
 ``softmax(confidence / alg_temp)`` (Gumbel top-k) instead of taking the top ones.
+
+Fast-dLLM's accelerations are options, off by default: block-wise semi-autoregressive
+decoding, a prefix or dual KV cache reused across the steps of a block, and parallel
+commits (docs/sampler.md explains them and what they cost).
 """
 
 from __future__ import annotations
@@ -299,7 +304,7 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
     for start, block_steps in zip(range(0, n, size), tokens_per_step(steps, n // size)):
         end = start + size
         if start and stop_ids and _all_stopped(x[:, plen:plen + start], stop_ids):
-            x[:, plen + start:] = next(iter(stop_ids)) if model.eos_token_id is None else model.eos_token_id
+            x[:, plen + start:] = model.eos_token_id if model.eos_token_id is not None else pad_id
             order[:, start:] = step - 1
             break
         schedule = tokens_per_step(size, block_steps)
