@@ -6,12 +6,11 @@ anything was measured. Two measurements, side by side in one run:
 
 * **speed**: generated tokens/s of today's sampler (one full pass per token) and of each
   setting, 256-token completions for a batch of 8 prompts at the rollout temperature (no
-  top-p, see ``SPEED_SAMPLING``), on a
-  seeded random Dream-layout model big enough that the model's passes, not the sampler's
-  bookkeeping, take the time (``--speed-model`` measures a real checkpoint instead). A random
-  model is never confident, so on it the threshold/factor rules commit only their scheduled
-  token per step: their speed-up there is the cache's alone (the quality table shows how
-  many passes they need on a trained model).
+  top-p, see ``SPEED_SAMPLING``), on a seeded random Dream-layout model big enough that the
+  model's passes, not the sampler's bookkeeping, take the time (``--speed-model`` times a
+  real checkpoint instead). A random model is never confident, so on it the threshold and
+  factor rules commit only their scheduled token per step: their speed-up there is the
+  cache's alone (the quality table shows how many passes they need on a trained model).
 * **quality**: held-out pass@1 of ``--model`` (default the shipped model, its 48-token
   completions) at T=0.2, every setting paired against today's sampler on the same tasks
   and seeds, scored in the sandbox by the project's evaluation code; standard errors from
@@ -19,12 +18,16 @@ anything was measured. Two measurements, side by side in one run:
 
 The best setting is chosen by a rule fixed in advance (the held-out run checks, it does not
 tune): the fastest setting whose pass@1 is not below today's by more than one standard
-error of the paired difference. Rerunning the quality part for another model is cheap:
-``--speed-from`` reuses the speed table an earlier ``--json`` saved.
+error of the paired difference. Speed is compared on process CPU time (all threads) by
+default: on a shared machine wall time measures the other jobs as much as ours; on an idle
+one both agree (both are printed; ``--clock wall`` ranks by wall time). Each part can be
+reused from an earlier ``--json`` (``--speed-from``, ``--quality-from``), so measuring a new
+model's quality, or speed on an idle machine, costs only that part.
 
-    python bench/rollout_speed.py [--quick] [--model DIR] [--json OUT] [--speed-from OUT]
+    python bench/rollout_speed.py [--quick] [--model DIR] [--json OUT] [--speed-from OUT] [--quality-from OUT]
 
-Last line: ``cached_parallel_speedup: X.XX`` (tokens/s of the best setting over today's).
+Last line: ``cached_parallel_speedup: X.XX`` (generated tokens per CPU-second, or per second
+with ``--clock wall``, of the best setting over today's sampler).
 """
 
 from __future__ import annotations
@@ -83,20 +86,22 @@ def measure_speed(args) -> dict:
     lengths = torch.randint(48, 80, (args.batch,), generator=gen).tolist()
     prompts = [ordinary_token_ids(model, n, gen) for n in lengths]
     tokens = args.batch * args.new_tokens
-    rows = {}
+    rows: dict[str, dict] = {}
     print(f"speed: {what}; batch {args.batch}, prompts of {min(lengths)}-{max(lengths)} tokens, "
-          f"{args.new_tokens}-token completions, T={SPEED_SAMPLING['temperature']}", flush=True)
-    for name in SETTINGS:
-        options = options_for(name, args.new_tokens, SPEED_SAMPLING)
-        dllm.generate(model, prompts[:2], **options_for(name, 32, SPEED_SAMPLING), seed=0)  # warm-up
-        start, cpu = time.perf_counter(), time.process_time()
-        out = dllm.generate(model, prompts, **options, seed=0)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        rows[name] = {"tokens_per_s": tokens / seconds, "seconds": seconds, "cpu_seconds": cpu,
-                      "passes": out.steps_run}
-        print(f"  {name:28s} {tokens / seconds:8.1f} tokens/s  {seconds:7.1f} s wall  {cpu:7.1f} s cpu  "
-              f"{out.steps_run:4d} passes", flush=True)
-    return {"model": what, "batch": args.batch, "new_tokens": args.new_tokens, "settings": rows}
+          f"{args.new_tokens}-token completions, T={SPEED_SAMPLING['temperature']}, {args.rounds} round(s)", flush=True)
+    for name in SETTINGS:  # warm-up
+        dllm.generate(model, prompts[:2], **options_for(name, 32, SPEED_SAMPLING), seed=0)
+    for round_ in range(args.rounds):  # settings interleaved, each keeps its best round
+        for name in SETTINGS:
+            start, cpu = time.perf_counter(), time.process_time()
+            out = dllm.generate(model, prompts, **options_for(name, args.new_tokens, SPEED_SAMPLING), seed=0)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            best = rows.setdefault(name, {"wall": 0.0, "cpu": 0.0, "passes": out.steps_run})
+            best["wall"], best["cpu"] = max(best["wall"], tokens / seconds), max(best["cpu"], tokens / cpu)
+            print(f"  {round_ + 1}: {name:28s} {tokens / seconds:8.1f} tokens/s ({seconds:6.1f} s)  "
+                  f"{tokens / cpu:8.1f} tokens/cpu-s ({cpu:6.1f} s)  {out.steps_run:4d} passes", flush=True)
+    return {"model": what, "batch": args.batch, "new_tokens": args.new_tokens, "rounds": args.rounds,
+            "settings": rows}
 
 
 # --- quality -------------------------------------------------------------------------------
@@ -161,25 +166,36 @@ def keeps_quality(row: dict) -> bool:
     return row["delta"] >= -row["se_delta"]
 
 
-def summary(speed: dict, quality: dict) -> tuple[str, float]:
-    base = speed["settings"][TODAY]["tokens_per_s"]
+def summary(speed: dict, quality: dict, clock: str = "cpu") -> tuple[str, float]:
+    """Print the joint table; return the best setting by the fixed rule and its speed-up on ``clock``."""
+    base = {c: speed["settings"][TODAY][c] for c in ("wall", "cpu")}
     print()
-    print(f"{'setting':28s} {'tokens/s':>9s} {'speed-up':>8s} {'pass@1':>14s} {'vs today':>15s} "
+    print(f"{'setting':28s} {'speed-up cpu':>12s} {'wall':>6s} {'pass@1':>14s} {'vs today':>15s} "
           f"{'passes/tok':>10s} {'parallel':>8s} {'AR-ness':>7s}  keeps quality")
     best, best_speedup = TODAY, 1.0
     for name in SETTINGS:
         s, q = speed["settings"][name], quality["settings"][name]
-        speedup = s["tokens_per_s"] / base
+        speedup = {c: s[c] / base[c] for c in base}
         kept = keeps_quality(q)
-        if name != TODAY and kept and speedup > best_speedup:
-            best, best_speedup = name, speedup
-        print(f"{name:28s} {s['tokens_per_s']:9.1f} {speedup:7.2f}x {q['pass1']:7.1%} ± {q['se']:4.1%} "
+        if name != TODAY and kept and speedup[clock] > best_speedup:
+            best, best_speedup = name, speedup[clock]
+        print(f"{name:28s} {speedup['cpu']:11.2f}x {speedup['wall']:5.2f}x {q['pass1']:7.1%} ± {q['se']:4.1%} "
               f"{q['delta']:+7.1%} ± {q['se_delta']:4.1%} {q['passes_per_token']:10.2f} "
               f"{q['parallel_fraction']:8.2f} {q['arness_local']:7.2f}  {'yes' if kept else 'NO'}")
     print(f"speed: {speed['model']}, batch {speed['batch']}, {speed['new_tokens']} tokens; "
           f"quality: {quality['model']}, {quality['tasks']} tasks x {quality['samples']} samples")
     print(f"best setting (fastest whose pass@1 is within one paired standard error below today's): {best}")
     return best, best_speedup
+
+
+def reused(path: str, part: str) -> dict:
+    """The ``part`` table of an earlier run's ``--json``, if it covers today's settings."""
+    table = json.loads(Path(path).read_text())[part]
+    missing = set(SETTINGS) - set(table["settings"])
+    if missing:
+        raise ValueError(f"{path} lacks the {part} of settings {sorted(missing)}; measure {part} again")
+    print(f"{part}: reused from {path}")
+    return table
 
 
 def main() -> int:
@@ -193,7 +209,12 @@ def main() -> int:
     parser.add_argument("--speed-model", default=None, help="checkpoint to time instead of the random model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=None, help="completion length for speed (default 256)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="speed rounds, settings interleaved; each keeps its best (a busy machine: 3)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="speed-up from process CPU time (default: robust on a shared machine) or wall time")
     parser.add_argument("--speed-from", default=None, help="reuse the speed table of an earlier --json")
+    parser.add_argument("--quality-from", default=None, help="reuse the quality table of an earlier --json")
     parser.add_argument("--json", default=None, help="write both tables here")
     parser.add_argument("--quick", action="store_true",
                         help="a smaller run: 57 tasks x 2 samples, 128-token speed run (explicit values win)")
@@ -203,7 +224,7 @@ def main() -> int:
     for name, default in {"tasks": None, "samples": 4, "new_tokens": 256}.items():
         if getattr(args, name) is None:
             setattr(args, name, quick.get(name, default))
-    for name in ("samples", "new_tokens", "batch", "threads"):
+    for name in ("samples", "new_tokens", "batch", "threads", "rounds"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
@@ -214,15 +235,12 @@ def main() -> int:
             args.quality_tokens = 48
     torch.set_num_threads(args.threads)
     try:
-        speed = json.loads(Path(args.speed_from).read_text())["speed"] if args.speed_from else measure_speed(args)
-        missing = set(SETTINGS) - set(speed["settings"])
-        if missing:
-            raise ValueError(f"{args.speed_from} lacks settings {sorted(missing)}; measure speed again")
-        quality = measure_quality(args)
+        speed = reused(args.speed_from, "speed") if args.speed_from else measure_speed(args)
+        quality = reused(args.quality_from, "quality") if args.quality_from else measure_quality(args)
     except (OSError, ValueError, KeyError, dllm.CgrpoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    best, speedup = summary(speed, quality)
+    best, speedup = summary(speed, quality, args.clock)
     if args.json:
         Path(args.json).write_text(json.dumps({"speed": speed, "quality": quality, "best": best}, indent=2) + "\n")
         print(f"tables written to {args.json}")

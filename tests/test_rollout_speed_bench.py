@@ -11,7 +11,7 @@ from bench.rollout_speed import SETTINGS, TODAY, summary
 
 def _tables(rates: dict[str, float], deltas: dict[str, tuple[float, float]]) -> tuple[dict, dict]:
     speed = {"model": "m", "batch": 8, "new_tokens": 256,
-             "settings": {name: {"tokens_per_s": rates.get(name, 10.0)} for name in SETTINGS}}
+             "settings": {name: {"cpu": rates.get(name, 10.0), "wall": 1.0} for name in SETTINGS}}
     quality = {"model": "q", "tasks": 228, "samples": 4, "settings": {
         name: {"pass1": 0.2 + deltas.get(name, (0.0, 0.01))[0], "se": 0.02, "delta": deltas.get(name, (0.0, 0.01))[0],
                "se_delta": deltas.get(name, (0.0, 0.01))[1], "passes_per_token": 1.0, "parallel_fraction": 0.0,
