@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ def measure_speed(args) -> dict:
 def sample(model, tokenizer, tasks, n: int, options: dict, seed: int) -> tuple[list[list[str]], dict]:
     """``n`` completions per task, batched by prompt length with seed ``seed + batch`` (as
     ``cgrpo eval`` batches them), plus the decoding statistics of the setting."""
-    from orchestrator.tasks.evaluate import encode_prompt
+    from evaluation.evaluate import encode_prompt
 
     requests = sorted(((i, encode_prompt(tokenizer, t.prompt)) for i, t in enumerate(tasks) for _ in range(n)),
                       key=lambda r: len(r[1]))
@@ -128,17 +127,10 @@ def sample(model, tokenizer, tasks, n: int, options: dict, seed: int) -> tuple[l
                  "parallel_fraction": sum(parallel) / len(parallel), "arness_local": sum(arness) / len(arness)}
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
-
-
 def measure_quality(args) -> dict:
-    from orchestrator.tasks import load_tasks
-    from orchestrator.tasks.evaluate import evaluate_completions
+    from evaluation.evaluate import evaluate_completions
+    from evaluation.stats import mean_and_se
+    from tasks import load_tasks
 
     model_dir = Path(args.model)
     model, tokenizer = dllm.load_model(model_dir), dllm.load_tokenizer(model_dir)
@@ -152,8 +144,9 @@ def measure_quality(args) -> dict:
         completions, stats = sample(model, tokenizer, tasks, args.samples, options, seed=args.seed)
         result = evaluate_completions(tasks, completions, k_list=(1,), workers=2)
         rates[name] = [t["correct"] / t["n"] for t in result["per_task"]]
-        pass1, se = mean_se(rates[name])
-        delta, se_delta = mean_se([a - b for a, b in zip(rates[name], rates[TODAY])])
+        score = mean_and_se(rates[name])
+        change = mean_and_se([a - b for a, b in zip(rates[name], rates[TODAY])])
+        pass1, se, delta, se_delta = score.mean, score.se, change.mean, change.se
         rows[name] = {"pass1": pass1, "se": se, "delta": delta, "se_delta": se_delta, **stats}
         print(f"  {name:28s} pass@1 {pass1:6.1%} ± {se:.1%}   vs today {delta:+6.1%} ± {se_delta:.1%}   "
               f"passes/token {stats['passes_per_token']:.2f}  parallel {stats['parallel_fraction']:.2f}", flush=True)

@@ -35,7 +35,8 @@ TERMINAL_STATUSES = ("succeeded", "failed", "stopped")
 # Numeric per-step metrics (besides ``step``, ``time`` and ``weight_version``).
 METRIC_FIELDS = (
     "reward_mean", "reward_std", "pass_rate", "kl", "loss", "clip_frac", "grad_norm", "lr",
-    "ratio_mean", "ratio_min", "ratio_max", "arness_local", "arness_global", "rollout_tokens_per_s",
+    "ratio_mean", "ratio_min", "ratio_max", "arness_local", "arness_global", "parallel_fraction",
+    "rollout_tokens_per_s",
     "sandbox_execs_per_s", "learner_step_s", "rollout_idle_frac", "rollout_version",
 )
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")

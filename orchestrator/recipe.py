@@ -166,6 +166,7 @@ def step_metrics(batch: ScoredBatch, learner: dict, learner_s: float, version: i
                                    "ratio_max")},
         "arness_local": sum(r.arness_local for r in rollouts) / max(len(rollouts), 1),
         "arness_global": sum(r.arness_global for r in rollouts) / max(len(rollouts), 1),
+        "parallel_fraction": sum(r.parallel_fraction for r in rollouts) / max(len(rollouts), 1),
         "rollout_tokens_per_s": batch.generation.tokens_per_s,
         "rollout_idle_frac": batch.generation.idle_fraction,
         "sandbox_execs_per_s": len(rewards) / batch.sandbox_s if batch.sandbox_s > 0 else 0.0,

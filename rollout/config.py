@@ -28,12 +28,35 @@ class SamplingConfig(BaseModel):
                                "probability), topk_margin (top-1 minus top-2), entropy (DiffuCoder's default)")
     alg_temp: float = Field(0.0, ge=0, description="> 0: sample the positions to commit (Gumbel) instead of "
                                                    "taking the most confident")
+    block_size: int | None = Field(None, ge=1, description="decode the completion in blocks of this many "
+                                                           "positions, left to right (null: one block); must "
+                                                           "divide max_new_tokens")
+    cache: Literal["none", "prefix", "dual"] = Field(
+        "none", description="Fast-dLLM's approximate KV cache, refreshed at each block's first step: prefix "
+                            "(reuse the prompt's and finished blocks' keys/values) or dual (also the masked "
+                            "suffix's)")
+    threshold: float | None = Field(None, gt=0, lt=1, description="also commit every masked position of the "
+                                                                  "block whose confidence exceeds this (parallel "
+                                                                  "decoding; alg maskgit_plus or topk_margin)")
+    factor: float | None = Field(None, gt=0, description="Fast-dLLM's factor rule for parallel commits instead of "
+                                                         "a threshold (alg maskgit_plus or topk_margin)")
 
     @model_validator(mode="after")
     def _steps_fit(self) -> SamplingConfig:
         if self.steps > self.max_new_tokens:
             raise ValueError(f"steps ({self.steps}) cannot exceed max_new_tokens ({self.max_new_tokens}): "
                              "every step commits at least one token")
+        if self.block_size is not None:
+            blocks, rest = divmod(self.max_new_tokens, self.block_size)
+            if rest:
+                raise ValueError(f"block_size ({self.block_size}) must divide max_new_tokens ({self.max_new_tokens})")
+            if self.steps < blocks:
+                raise ValueError(f"steps ({self.steps}) must be at least the number of blocks ({blocks})")
+        if self.threshold is not None and self.factor is not None:
+            raise ValueError("set threshold or factor, not both")
+        if (self.threshold is not None or self.factor is not None) and self.alg not in ("maskgit_plus", "topk_margin"):
+            raise ValueError("threshold and factor need alg maskgit_plus or topk_margin (a confidence that is a "
+                             "probability)")
         return self
 
     def at(self, *, temperature: float | None = None, steps: int | None = None) -> SamplingConfig:
@@ -43,7 +66,8 @@ class SamplingConfig(BaseModel):
 
     def half_steps(self) -> SamplingConfig:
         """Half the denoising steps: twice the tokens per step (the paper's speed/quality probe)."""
-        return self.at(steps=max(1, self.steps // 2))
+        blocks = self.max_new_tokens // self.block_size if self.block_size else 1
+        return self.at(steps=max(blocks, self.steps // 2))
 
 
 class RolloutConfig(BaseModel):

@@ -23,7 +23,8 @@ class Rollout:
     scores them all); ``completion_len`` counts the answer's tokens plus its first EOS;
     ``order[j]`` is the denoising step that committed position ``j`` (the decoding order
     behind AR-ness and the dashboard's rollout viewer); ``version`` is the weight version
-    that generated it.
+    that generated it; ``parallel_fraction`` is the share of the answer's tokens committed in
+    the same step as others of the row (parallel decoding, 0 with one token per step).
     """
 
     task_id: str
@@ -37,6 +38,7 @@ class Rollout:
     arness_global: float
     version: int
     worker_id: str
+    parallel_fraction: float = 0.0
 
 
 @dataclass

@@ -89,6 +89,6 @@ class RolloutWorker:
                 completion_len=len(completion) + int(ends_with_eos),
                 text=self.tokenizer.decode(completion, skip_special_tokens=True), order=order,
                 arness_local=local_arness(order[:answer], 1), arness_global=global_arness(order[:answer], 1),
-                version=self.version, worker_id=self.worker_id))
+                version=self.version, worker_id=self.worker_id, parallel_fraction=float(gen.parallel_fraction[i])))
         tokens_total = len(gen.completions) * (gen.sequences.shape[1] - gen.prompt_len)
         return out, GenerationStats(wall_s=elapsed, busy_s=elapsed, tokens=tokens_total, actors=1)

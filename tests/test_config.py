@@ -26,6 +26,11 @@ def test_defaults_follow_the_reference_recipe():
     ({"rollout": {"sampling": {"alg": "beam"}}}, "rollout.sampling.alg"),
     ({"rollout": {"sampling": {"steps": 64, "max_new_tokens": 32}}}, "cannot exceed max_new_tokens"),
     ({"rollout": {"temperature": 1.0}}, "rollout.temperature: unknown field"),
+    ({"rollout": {"sampling": {"block_size": 5, "steps": 32, "max_new_tokens": 32}}}, "must divide max_new_tokens"),
+    ({"rollout": {"sampling": {"block_size": 8, "steps": 2, "max_new_tokens": 32}}}, "at least the number of blocks"),
+    ({"rollout": {"sampling": {"cache": "full"}}}, "rollout.sampling.cache"),
+    ({"rollout": {"sampling": {"threshold": 0.9}}}, "need alg maskgit_plus or topk_margin"),
+    ({"rollout": {"sampling": {"alg": "maskgit_plus", "threshold": 0.9, "factor": 1.0}}}, "not both"),
     ({"grpo": {"estimator": "exact"}}, "grpo.estimator"),
     ({"grpo": {"t_range": [0.9, 0.1]}}, "t_range must satisfy"),
     ({"sandbox": {"limits": {"memory_mb": 1}}}, "job.yaml: sandbox limit memory_mb=1 is out of range"),
@@ -106,6 +111,12 @@ def test_sampling_fields_are_the_samplers_keyword_arguments():
     params = inspect.signature(dllm.generate).parameters
     keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert set(SamplingConfig.model_fields) <= keyword_only - {"seed"}
+
+
+def test_half_steps_keeps_a_step_per_block():
+    from rollout.config import SamplingConfig
+    blocks = SamplingConfig(max_new_tokens=48, steps=6, block_size=8)
+    assert blocks.half_steps().steps == 6 and SamplingConfig(max_new_tokens=48, steps=48).half_steps().steps == 24
 
 
 def test_learner_lr_reaches_the_deepspeed_optimizer_unchanged():

@@ -45,6 +45,7 @@ def test_worker_returns_groups_orders_and_arness(tiny_model_dir):
         assert r.completion_len == answer + (1 if stops else 0)
         assert r.arness_local == dllm.local_arness(r.order[:max(1, answer)], 1)
         assert r.arness_global == dllm.global_arness(r.order[:max(1, answer)], 1)
+        assert r.parallel_fraction == (1.0 if answer else 0.0)  # two per step: every answer token went with another
     assert cost.tokens == 6 * 8 and cost.busy_s > 0
 
 

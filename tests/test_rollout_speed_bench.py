@@ -50,5 +50,5 @@ def test_bench_runs_end_to_end_and_ends_with_the_speedup_line(repo_root, tiny_mo
         [sys.executable, "bench/rollout_speed.py", "--model", str(tiny_model_dir), "--speed-from", str(out_json),
          "--tasks", "2", "--samples", "1", "--quality-tokens", "16"],
         cwd=repo_root, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "speed:" not in again.stdout.split("\n")[0], again.stdout[-1000:]
+    assert again.returncode == 0 and again.stdout.split("\n")[0] == f"speed: reused from {out_json}", again.stdout[-1000:]
     assert again.stdout.strip().splitlines()[-1] == lines[-1]  # same speed table, same deterministic quality

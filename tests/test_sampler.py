@@ -48,8 +48,20 @@ def test_single_step_commits_everything_and_greedy_matches_argmax(tiny_dream):
 
 
 def test_one_token_per_step_follows_confidence(tiny_dream):
-    gen = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=6, steps=6, alg="maskgit_plus")
-    assert sorted(gen.order[0].tolist()) == list(range(6))
+    """Replays greedy maskgit_plus decoding: before each step, the position the sampler
+    commits is the masked one with the highest top-1 probability, filled with its argmax."""
+    prompt, n = [1, 2, 3], 6
+    gen = dllm.generate(tiny_dream, [prompt], max_new_tokens=n, steps=n, alg="maskgit_plus")
+    order, final = gen.order[0], gen.sequences[0, gen.prompt_len:]
+    for step in range(n):
+        state = torch.where(order < step, final, torch.full_like(final, MASK))
+        with torch.no_grad():
+            probs = tiny_dream(torch.tensor([prompt + state.tolist()]))[0, len(prompt):].softmax(-1)
+        probs[:, MASK] = 0
+        confidence = probs.max(-1).values.masked_fill(state != MASK, -1.0)
+        chosen = int(confidence.argmax())
+        assert int(order[chosen]) == step
+        assert int(final[chosen]) == int(probs[chosen].argmax())
 
 
 def test_threshold_decoding_finishes_in_fewer_steps(tiny_dream):
@@ -61,12 +73,20 @@ def test_threshold_decoding_finishes_in_fewer_steps(tiny_dream):
 
 
 def test_completions_stop_at_eos(tiny_dream):
-    with torch.no_grad():
-        tiny_dream.lm_head.bias = None
-    gen = dllm.generate(tiny_dream, [[1, 2]], max_new_tokens=6, steps=3, seed=0, temperature=1.0)
+    """The model is made to write EOS at completion position 3 (a hook on the output head);
+    the completion is the tokens before it, whatever follows."""
+    prompt, eos_at = [1, 2], 3
+    boost = torch.zeros(1, len(prompt) + 6, tiny_dream.lm_head.out_features)
+    boost[0, len(prompt) + eos_at - 1, tiny_dream.eos_token_id] = 1e4  # Dream layout: output i-1 predicts token i
+    handle = tiny_dream.lm_head.register_forward_hook(lambda module, args, out: out + boost)
+    try:
+        gen = dllm.generate(tiny_dream, [prompt], max_new_tokens=6, steps=3, seed=0, temperature=1.0)
+    finally:
+        handle.remove()
     row = gen.sequences[0, gen.prompt_len:].tolist()
+    assert row[eos_at] == tiny_dream.eos_token_id
     stops = [i for i, t in enumerate(row) if t in (tiny_dream.eos_token_id, tiny_dream.pad_token_id)]
-    assert gen.completions[0] == row[: stops[0] if stops else len(row)]
+    assert gen.completions[0] == row[: stops[0]] and len(gen.completions[0]) <= eos_at
 
 
 @pytest.mark.parametrize("kwargs, message", [
