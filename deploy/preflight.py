@@ -6,7 +6,7 @@ A job config maps each role to Ray resources (docs/gpu.md):
   rollout  `rollout.actors` actors, each {CPU: num_cpus, GPU: num_gpus, **resources}
   learner  `learner.workers` workers, each {CPU, GPU, **resources}, all in ONE placement
            group with strategy `learner.placement` (PACK / SPREAD / STRICT_*)
-  sandbox  `sandbox.workers` workers, each {CPU: 1}
+  sandbox  `sandbox.workers` workers, each {CPU: num_cpus, **resources}
 This tool reserves exactly those bundles as placement groups (so on KubeRay the
 autoscaler adds the pods they need), then, with --collectives, starts one probe actor per
 rollout and learner bundle and checks, with real tensors:
@@ -65,7 +65,7 @@ def job_demands(job: dict) -> list[RoleDemand]:
         RoleDemand("learner", learner.workers, bundle(learner.num_cpus, learner.num_gpus, learner.resources),
                    learner.placement),
         RoleDemand("rollout", rollout.actors, bundle(rollout.num_cpus, rollout.num_gpus, rollout.resources), "SPREAD"),
-        RoleDemand("sandbox", sandbox.workers, bundle(sandbox.num_cpus, 0, {}), "SPREAD"),
+        RoleDemand("sandbox", sandbox.workers, bundle(sandbox.num_cpus, 0, sandbox.resources), "SPREAD"),
     ]
 
 

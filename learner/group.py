@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import ray
@@ -21,6 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from learner.batch import RolloutBatch
 from learner.errors import LearnerError
 from learner.config import GRPOConfig, LearnerConfig
+from learner.weights import ZeroCopyState
 
 class LearnerActor:
     """Ray actor body: sets the rendezvous environment, then delegates to a LearnerWorker."""
@@ -42,7 +44,7 @@ class LearnerActor:
 
         self.worker = LearnerWorker(model_path, grpo, learner, total_steps=total_steps, seed=seed,
                                     keep_versions=keep_versions, rank=self.rank, world_size=self.world_size)
-        return {"rank": self.rank, "pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+        return {"rank": self.rank, "pid": os.getpid(), "node": socket.gethostname(),
                 "device": str(self.worker.device)}
 
     def train_step(self, batch: RolloutBatch) -> dict:
@@ -50,7 +52,7 @@ class LearnerActor:
 
     def publish_weights(self, version: int) -> dict | None:
         state = self.worker.publish_weights(version)
-        return state if self.rank == 0 else None
+        return ZeroCopyState(state) if self.rank == 0 else None
 
     def save(self, path: str, extra: dict | None) -> str:
         return str(self.worker.save(path, extra))
@@ -157,6 +159,14 @@ class LearnerGroup:
 
     def counters(self) -> dict:
         return ray.get(self._actors[0].counters.remote())
+
+    def node_ids(self) -> list[str]:
+        """The Ray nodes holding the group's bundles."""
+        from ray.util.placement_group import placement_group_table
+
+        if getattr(self, "_pg", None) is None:
+            return []
+        return sorted(set(placement_group_table(self._pg)["bundles_to_node_id"].values()))
 
     def shutdown(self) -> None:
         """Tear down the process group and the actors, and release the placement group."""

@@ -124,7 +124,7 @@ def resources_needed(cfg: JobConfig) -> dict[str, float]:
     r, s, lr = cfg.rollout, cfg.sandbox, cfg.learner
     needs = {"CPU": r.actors * r.num_cpus + s.workers * s.num_cpus + lr.workers * lr.num_cpus,
              "GPU": r.actors * r.num_gpus + lr.workers * lr.num_gpus}
-    for count, extra in ((r.actors, r.resources), (lr.workers, lr.resources)):
+    for count, extra in ((r.actors, r.resources), (s.workers, s.resources), (lr.workers, lr.resources)):
         for name, amount in extra.items():
             needs[name] = needs.get(name, 0) + count * amount
     return {k: v for k, v in needs.items() if v}

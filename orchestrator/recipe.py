@@ -264,27 +264,34 @@ def train(cfg: JobConfig, parts: Parts, train_tasks: list[Task], heldout: list[T
                 return summary
             batch = batches.take(step)
             start = time.perf_counter()
+            # Every call that needs the learner group: a group lost in any of them (its node
+            # gone, a rank killed) is rebuilt from the last checkpoint and the steps since
+            # are trained again. (Delivering the weights needs only the rollout pool, which
+            # copes with its own losses.)
+            weights = None
             try:
                 learned = parts.learner.train_step(
                     learner_batch(batch, cfg, parts.pad_token_id, parts.tokenizer.eos_token_id))
+                learner_s = time.perf_counter() - start
+                if (step + 1) % cfg.run.weight_sync_every == 0 or step + 1 == cfg.run.steps:
+                    weights = parts.learner.publish_weights(step + 1)
+                if cfg.run.checkpoint_every and (step + 1) % cfg.run.checkpoint_every == 0:
+                    save_checkpoint(parts, out_dir, step + 1, cursor.position)
+                    last_checkpoint = step + 1
             except Exception as exc:  # noqa: BLE001 - the supervisor re-raises what it cannot recover
                 batches.reset()
                 step, cursor.position = supervisor.recover_learner(exc, out_dir)
                 version = step
                 parts.push_weights(version)
                 continue
-            learner_s = time.perf_counter() - start
             step += 1
-            if step % cfg.run.weight_sync_every == 0 or step == cfg.run.steps:
+            if weights is not None:
+                parts.rollout.push_weights(step, weights)
                 version = step
-                parts.push_weights(version)
             metrics = step_metrics(batch, learned, learner_s, version)
             log.log_metrics(metrics)
             log.set_rollout(viewer_sample(batch, parts.tokenizer.decode))
             supervisor.after_step(step)
-            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
-                save_checkpoint(parts, out_dir, step, cursor.position)
-                last_checkpoint = step
             if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
                 evaluate(parts, cfg, heldout, step, log)
             if on_step:

@@ -23,6 +23,7 @@ class JobSupervisor:
         self.learner_restarts = 0
         self.restarts: dict[str, int] = {}
         self._pids: dict[str, int | None] = {}
+        self._seen: dict[str, float] = {}  # worker id -> when it last answered
 
     # --- between steps --------------------------------------------------------------------
     def should_stop(self, step: int) -> bool:
@@ -56,13 +57,24 @@ class JobSupervisor:
 
     # --- workers ------------------------------------------------------------------------
     def heartbeats(self, state: str = "alive") -> None:
-        """Workers report through their replies; a changed pid means Ray restarted the actor."""
+        """Workers report through their replies; a changed pid means Ray restarted the actor.
+        A worker that does not answer (its node lost) is shown ``unreachable`` meanwhile."""
+        import ray
+
         now = time.time()
         rows = [(info["worker_id"], "rollout", info) for info in self.parts.rollout.infos()]
-        rows += [(f"sandbox-{i}", "sandbox", info) for i, info in enumerate(self.parts.scorer.info())]
+        try:
+            rows += [(f"sandbox-{i}", "sandbox", info) for i, info in enumerate(self.parts.scorer.info())]
+        except ray.exceptions.RayError:  # a sandbox worker lost: the pool replaces it when it next scores
+            pass
         rows += [(f"learner-{info['rank']}", "learner", info) for info in self.parts.learner.workers_info]
         for worker_id, role, info in rows:
             pid = info.get("pid")
+            if pid is None:
+                self.state.heartbeat(worker_id, role=role, state="unreachable",
+                                     last_heartbeat=self._seen.get(worker_id, now))
+                continue
+            self._seen[worker_id] = now
             if worker_id in self._pids and self._pids[worker_id] != pid:
                 self.restarts[worker_id] = self.restarts.get(worker_id, 0) + 1
                 self.state.event(f"{worker_id} was restarted (pid {self._pids[worker_id]} → {pid})",
@@ -93,13 +105,38 @@ class JobSupervisor:
             raise exc
         self.state.event(f"learner failed ({type(exc).__name__}); restarting from the last checkpoint "
                          f"(retry {self.learner_restarts}/{limit})", level="warning")
+        old_nodes = self.parts.learner.node_ids()
         try:
             self.parts.learner.shutdown()
         except Exception:  # noqa: BLE001 - the group is broken already; we only free what is left
             pass
+        settle_nodes(old_nodes)
         self.parts.learner = make_learner_group(self.cfg)
         checkpoint = latest_checkpoint(out_dir)
-        if checkpoint is None:
-            return 0, 0
-        extra = self.parts.learner.load(str(checkpoint))
-        return int(extra["step"]), int(extra["cursor"])
+        step, cursor = 0, 0
+        if checkpoint is not None:
+            extra = self.parts.learner.load(str(checkpoint))
+            step, cursor = int(extra["step"]), int(extra["cursor"])
+        nodes = sorted({info["node"] for info in self.parts.learner.workers_info})
+        self.state.event(f"learner group rebuilt on {', '.join(nodes)}; resumed from step {step}")
+        return step, cursor
+
+
+def settle_nodes(node_ids: list[str], timeout_s: float = 120.0) -> None:
+    """Wait until Ray knows whether each node is alive: a node that vanished (its machine or
+    container gone) still counts as alive until its health checks run out, some seconds
+    later, and a learner group placed meanwhile would land on it and fail again. A probe
+    pinned to each node answers at once from a live node, and fails when Ray declares the
+    node dead."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(lambda: True)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+            for node in node_ids]
+    deadline = time.monotonic() + timeout_s
+    for ref in refs:
+        try:
+            ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - a dead node: what we waited to learn
+            pass

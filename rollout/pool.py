@@ -2,9 +2,11 @@
 
 Work is cut into chunks of a few prompts; each actor takes the next chunk when it is
 free, so a slow or restarted actor delays only its own chunk. Actors are restarted by Ray
-when their process dies (``kill -9``) and the chunk is retried; a restarted actor starts
-from the base checkpoint, notices it serves an old version and loads the latest weights
-before generating.
+when their process dies (``kill -9``) or their node is lost, and the chunk is retried; a
+restarted actor starts from the base checkpoint, notices it serves an old version and
+loads the latest weights before generating. While an actor is unreachable (its node gone
+and not yet declared dead, or the actor being restarted elsewhere), its chunks go to the
+others, a weight push skips it, and it is tried again every few seconds.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ class RolloutPool:
     resources: dict = field(default_factory=dict)
     threads: int = 1
     chunk_prompts: int = 1
+    retry_s: float = 2.0  # an unreachable actor is tried again after this
+    max_lost: int = 100   # failed chunks per generate call before giving up (about retry_s each)
     actors: list = field(default_factory=list)
+    worker_ids: dict = field(default_factory=dict)  # actor -> its worker id
     version: int = 0
     _holder: list | None = None
     _ids: itertools.count = field(default_factory=itertools.count)
@@ -47,6 +52,7 @@ class RolloutPool:
             options["resources"] = dict(self.resources)
         actor = RolloutActor.options(**{k: v for k, v in options.items() if v is not None}).remote(
             self.model_path, threads=self.threads, worker_id=worker_id)
+        self.worker_ids[actor] = worker_id
         if self._holder is not None:
             actor.set_weights.remote(self.version, self._holder)
         return actor
@@ -58,7 +64,9 @@ class RolloutPool:
         while len(self.actors) < n:
             self.actors.append(self._spawn())
         while len(self.actors) > n:
-            ray.kill(self.actors.pop())
+            actor = self.actors.pop()
+            self.worker_ids.pop(actor, None)
+            ray.kill(actor)
         self.num_actors = n
 
     @classmethod
@@ -66,11 +74,19 @@ class RolloutPool:
         return cls(model_path, config.actors, num_cpus=config.num_cpus, num_gpus=config.num_gpus,
                    resources=dict(config.resources), threads=config.threads)
 
-    def push_weights(self, version: int, weights_ref) -> list[int]:
-        """Every actor reads ``weights_ref`` (put once in the object store); returns their versions."""
+    def push_weights(self, version: int, weights_ref) -> list[int | None]:
+        """Every actor reads ``weights_ref`` (put once in the object store); returns their
+        versions, None for an actor that is unreachable now (it loads these weights before
+        it next generates)."""
         self.version = version
         self._holder = [weights_ref]
-        return ray.get([a.set_weights.remote(version, self._holder) for a in self.actors])
+        out: list[int | None] = []
+        for ref in [a.set_weights.remote(version, self._holder) for a in self.actors]:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayActorError:
+                out.append(None)
+        return out
 
     def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig, seed: int,
                  ) -> tuple[list[Rollout], GenerationStats]:
@@ -80,8 +96,14 @@ class RolloutPool:
         stats = GenerationStats(actors=len(self.actors))
         free = deque(self.actors)
         inflight: dict = {}
+        resting: dict = {}  # unreachable actor -> when to try it again
+        lost = 0
         start = time.perf_counter()
         while chunks or inflight:
+            now = time.monotonic()
+            for actor in [a for a, at in resting.items() if at <= now]:
+                del resting[actor]
+                free.append(actor)
             while chunks and free:
                 actor = free.popleft()
                 index, chunk = chunks.popleft()
@@ -89,18 +111,24 @@ class RolloutPool:
                                             seed=seed * 100_003 + index, min_version=self.version,
                                             holder=self._holder)
                 inflight[ref] = (actor, index, chunk)
-            done, _ = ray.wait(list(inflight), num_returns=1)
+            if not inflight:  # every actor is resting: wait for the first to be tried again
+                time.sleep(max(0.0, min(resting.values(), default=now) - time.monotonic()))
+                continue
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=self.retry_s)
             for ref in done:
                 actor, index, chunk = inflight.pop(ref)
                 try:
                     reply = ray.get(ref)
                 except ray.exceptions.RayActorError:
-                    # The actor was removed by a scale-down (Ray retries crashes itself):
-                    # give its chunk to another actor.
-                    if actor in self.actors:
-                        raise
+                    # Removed by a scale-down, or unreachable (Ray restarts it, but a lost
+                    # node can use up the task's retries first): another actor takes the chunk.
                     chunks.appendleft((index, chunk))
-                    if not free and not inflight:
+                    if actor in self.actors:
+                        lost += 1
+                        if lost > self.max_lost:
+                            raise
+                        resting[actor] = time.monotonic() + self.retry_s
+                    elif not free and not inflight and not resting:
                         free.extend(self.actors)
                     continue
                 rollouts, cost = reply
@@ -112,9 +140,17 @@ class RolloutPool:
         return [r for i in sorted(results) for r in results[i]], stats
 
     def infos(self) -> list[dict]:
-        return ray.get([a.info.remote() for a in self.actors])
+        """Each actor's info; an unreachable one answers ``state: unreachable`` for now."""
+        out = []
+        for actor, ref in [(a, a.info.remote()) for a in self.actors]:
+            try:
+                out.append(ray.get(ref, timeout=30))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                out.append({"worker_id": self.worker_ids[actor], "state": "unreachable"})
+        return out
 
     def shutdown(self) -> None:
         for a in self.actors:
             ray.kill(a)
         self.actors.clear()
+        self.worker_ids.clear()

@@ -25,6 +25,8 @@ class SandboxConfig(BaseModel):
     backend: Literal["auto", "jail", "docker"] = Field(
         "auto", description="auto: Docker when an engine answers, else the bubblewrap namespace jail")
     num_cpus: float = Field(1.0, gt=0, description="Ray CPUs reserved per sandbox worker")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per worker "
+                                        "(e.g. {sandbox: 1}: only on nodes that advertise them)")
     limits: Limits = Field(default_factory=Limits, description="per-program limits: wall_s, cpu_s, memory_mb, "
                                                                "max_procs, output_bytes, disk_mb")
     rewards: RewardConfig = Field(default_factory=RewardConfig, description="reward = code_weight * (fraction of "

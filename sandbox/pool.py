@@ -16,6 +16,7 @@ back as errors (reward 0, reason ``"sandbox worker died"``), never silently scor
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -52,8 +53,8 @@ class SandboxWorker:
         self.hello = self.backend.start(limits)
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "backend": self.backend.name, "note": self.backend.note,
-                "executor": self.hello, "restarts": self.backend.restarts}
+        return {"pid": os.getpid(), "node": socket.gethostname(), "backend": self.backend.name,
+                "note": self.backend.note, "executor": self.hello, "restarts": self.backend.restarts}
 
     def score(self, items: list[tuple[Any, str]]) -> list[RewardResult]:
         return [self._one(lambda: score_completion(task, completion, config=self.config,
@@ -151,7 +152,7 @@ class SandboxPool:
     @classmethod
     def from_config(cls, config: SandboxConfig) -> SandboxPool:
         return cls(config.workers, config.backend, config.limits, reward_config=config.rewards,
-                   num_cpus_per_worker=config.num_cpus)
+                   num_cpus_per_worker=config.num_cpus, resources=dict(config.resources))
 
     def _spawn(self):
         return self._actor_cls.remote(self.requested_backend, self.limits, self.config)

@@ -5,7 +5,10 @@
 #   2. an engine that answers: when none does, start dockerd in the background (as root);
 #   3. the sandbox image (cgrpo-sandbox:1, CGRPO_SANDBOX_IMAGE overrides), built without a
 #      registry by deploy/docker/sandbox/build.sh (debootstrap + docker import, ~1 min the
-#      first time; its root-filesystem tarball is cached in .cache/ for later imports).
+#      first time; its root-filesystem tarball is cached in .cache/ for later imports);
+#   4. the compose stack's images (cgrpo-runtime:0.1.0, cgrpo-redis:7) by deploy/build.sh,
+#      with no network inside the build (~15 min the first time on 2 cores), for
+#      `docker compose -f deploy/compose.yaml up` and tests/test_deploy_stack.py.
 # Exits non-zero with a message saying what is missing when no engine can run here; the
 # sandbox then uses its jail backend (`auto` says so).
 set -euo pipefail
@@ -48,4 +51,15 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
 else
   timeout 420 bash "$ROOT/deploy/docker/sandbox/build.sh" "$IMAGE" \
     || fail "building the sandbox image $IMAGE failed (see .cache/debootstrap.log)"
+fi
+
+# 4. The compose stack's images (skip with CGRPO_SKIP_STACK_IMAGES=1).
+if [ -z "${CGRPO_SKIP_STACK_IMAGES:-}" ]; then
+  if docker image inspect "${CGRPO_IMAGE:-cgrpo-runtime:0.1.0}" >/dev/null 2>&1 \
+     && docker image inspect "${CGRPO_REDIS_IMAGE:-cgrpo-redis:7}" >/dev/null 2>&1; then
+    log "stack images present (bash deploy/build.sh rebuilds them)"
+  else
+    timeout 2400 bash "$ROOT/deploy/build.sh" \
+      || log "warning: building the compose stack's images failed (see above); tests/test_deploy_stack.py will fail"
+  fi
 fi

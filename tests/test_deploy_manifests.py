@@ -128,17 +128,18 @@ def test_docker_compose_accepts_the_stack_and_its_gpu_override():
     proc = _compose_config(COMPOSE)
     assert proc.returncode == 0, proc.stderr
     cpu = json.loads(proc.stdout)
-    assert set(cpu["services"]) == {"redis", "ray-head", "ray-worker", "ray-sandbox", "dashboard"}
+    assert set(cpu["services"]) == {"redis", "ray-head", "ray-rollout", "ray-learner", "ray-sandbox", "dashboard"}
     proc = _compose_config(COMPOSE, COMPOSE_GPU)
     assert proc.returncode == 0, proc.stderr
     gpu = json.loads(proc.stdout)["services"]
-    for name, resource in (("ray-rollout-gpu", "rollout_gpu"), ("ray-learner-gpu", "learner_gpu")):
+    for name, resource in (("ray-rollout", "rollout_gpu"), ("ray-learner", "learner_gpu")):
         command = " ".join(gpu[name]["command"])
         assert resource in command and "--address=ray-head:6385" in command
         assert gpu[name]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-        assert gpu[name]["environment"]["RAY_AUTH_TOKEN"] == "test-token"  # inherited via extends
-    rollout_ids = gpu["ray-rollout-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
-    learner_ids = gpu["ray-learner-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+        assert gpu[name]["environment"]["RAY_AUTH_TOKEN"] == "test-token"  # kept from compose.yaml
+    assert gpu["ray-rollout"]["deploy"]["replicas"] == 1  # one container per GPU set
+    rollout_ids = gpu["ray-rollout"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    learner_ids = gpu["ray-learner"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
     assert not set(rollout_ids) & set(learner_ids), "rollout and learner containers share a GPU"
 
 
@@ -157,14 +158,22 @@ def test_compose_ports_and_health_checks():
     head = " ".join(services["ray-head"]["command"])
     assert "--port=6385" in head and "--dashboard-port=8265" in head
     assert services["redis"]["command"][:3] == ["redis-server", "--port", "6390"]
+    # Metrics survive a Redis restart: an append-only file, fsynced per write, on a volume.
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--appendonly") + 1] == "yes" and redis[redis.index("--appendfsync") + 1] == "always"
+    data_dir = redis[redis.index("--dir") + 1]
+    assert [v["target"] for v in services["redis"]["volumes"] if v["type"] == "volume"] == [data_dir]
     assert "6379" not in json.dumps(services)
     for svc in services.values():
         assert svc.get("environment", {}).get("CGRPO_REDIS_URL", "redis://redis:6390/0") == "redis://redis:6390/0"
     published = {(p["host_ip"], int(p["published"]), p["target"])
                  for svc in services.values() for p in svc.get("ports", [])}
     assert published == {("127.0.0.1", 8265, 8265), ("127.0.0.1", 8600, 8600)}
-    assert services["dashboard"]["command"] == ["cgrpo", "dashboard", "--host", "0.0.0.0", "--port", "8600"]
-    for name in ("ray-worker", "ray-sandbox"):
+    assert services["dashboard"]["command"] == ["cgrpo", "dashboard", "--host", "0.0.0.0", "--port", "8600",
+                                                "--runs", "/app/runs"]
+    assert [(v["source"], v["target"], v.get("read_only")) for v in services["dashboard"]["volumes"]] == [
+        ("runs", "/app/runs", True)]
+    for name in ("ray-rollout", "ray-learner", "ray-sandbox"):
         assert any("ray-head:6385" in part for part in services[name]["command"])
         assert services[name]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
@@ -175,8 +184,6 @@ def test_compose_runtime_containers_are_locked_down():
     checks those options are exactly what bubblewrap needs)."""
     services = json.loads(_compose_config(COMPOSE).stdout)["services"]
     for name, svc in services.items():
-        if name == "redis":
-            continue
         assert svc.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in svc.get("security_opt", []), name
         lifted = {o for o in svc.get("security_opt", []) if "unconfined" in o}
@@ -411,10 +418,10 @@ EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 HONOURED = {
     "name": None, "model": {"path"}, "tasks": {"train", "heldout"},
     "rollout": {"actors", "num_gpus", "resources", "sampling"},
-    "sandbox": {"workers", "backend"},
+    "sandbox": {"workers", "backend", "resources"},
     "learner": {"workers", "num_gpus", "resources", "zero_stage", "placement", "lr"},
     "grpo": {"estimator", "beta", "epsilon", "num_iterations", "num_generations"},
-    "run": {"steps", "mode", "max_staleness", "eval_every", "checkpoint_every"},
+    "run": {"steps", "prompts_per_step", "mode", "max_staleness", "eval_every", "eval_tasks", "checkpoint_every"},
     "redis": {"url"},
 }
 
@@ -466,7 +473,8 @@ def _demand(job: dict) -> dict[str, tuple[int, dict[str, float]]]:
         bundle = {"CPU": 1.0, **({"GPU": float(section["num_gpus"])} if section.get("num_gpus") else {}),
                   **{k: float(v) for k, v in (section.get("resources") or {}).items()}}
         out[role] = (section[count_key], bundle)
-    out["sandbox"] = (job["sandbox"]["workers"], {"CPU": 1.0})
+    out["sandbox"] = (job["sandbox"]["workers"],
+                      {"CPU": 1.0, **{k: float(v) for k, v in (job["sandbox"].get("resources") or {}).items()}})
     return out
 
 
@@ -505,14 +513,24 @@ def _compose_node(command: list[str]) -> dict[str, float]:
 
 def test_compose_jobs_fit_their_stacks():
     cpu = json.loads(_compose_config(COMPOSE).stdout)["services"]
-    # docs/deploy.md runs the CPU stack with `--scale ray-worker=2`.
-    nodes = {name: (2 if name == "ray-worker" else 1, _compose_node(svc["command"]))
+    nodes = {name: (int(svc.get("deploy", {}).get("replicas", 1)), _compose_node(svc["command"]))
              for name, svc in cpu.items() if svc["command"][:2] == ["ray", "start"]}
+    assert nodes["ray-rollout"][0] >= 2, "a lost rollout node needs another to take its actors"
     job = yaml.safe_load((EXAMPLES / "job-compose.yaml").read_text())
-    total = sum(count * bundle["CPU"] for count, bundle in _demand(job).values())
-    assert total <= sum(n * r.get("CPU", 0) for n, r in nodes.values())
+    demand = _demand(job)
+    own = {"rollout": "ray-rollout", "learner": "ray-learner", "sandbox": "ray-sandbox"}
+    for role, (count, bundle) in demand.items():
+        # Each role fits its own nodes, and only those.
+        assert count <= _capacity({own[role]: nodes[own[role]]}, bundle), role
+        others = {name: n for name, n in nodes.items() if name != own[role]}
+        assert _capacity(others, bundle) == 0, f"{role} could land on {others}"
+    # All rollout actors fit on one rollout node: they all move there when the other is lost.
+    assert demand["rollout"][0] <= _bundles_per_node(demand["rollout"][1], nodes["ray-rollout"][1])
+    # The learner group is PACKed onto the learner node.
+    assert job["learner"]["placement"] == "PACK"
+    assert demand["learner"][0] <= _bundles_per_node(demand["learner"][1], nodes["ray-learner"][1])
     gpu = json.loads(_compose_config(COMPOSE, COMPOSE_GPU).stdout)["services"]
-    nodes = {name: (1, _compose_node(gpu[name]["command"])) for name in ("ray-rollout-gpu", "ray-learner-gpu")}
+    nodes = {name: (1, _compose_node(gpu[name]["command"])) for name in ("ray-rollout", "ray-learner")}
     job = yaml.safe_load((EXAMPLES / "job-gpu-8.yaml").read_text())
     demand = _demand(job)
     for role in ("rollout", "learner"):
@@ -520,4 +538,4 @@ def test_compose_jobs_fit_their_stacks():
         assert count <= _capacity(nodes, bundle), role
     # With the learner group PACKed, one container holds the whole group.
     count, bundle = demand["learner"]
-    assert count <= _bundles_per_node(bundle, nodes["ray-learner-gpu"][1])
+    assert count <= _bundles_per_node(bundle, nodes["ray-learner"][1])

@@ -14,26 +14,11 @@ set -euo pipefail
 IMAGE="${1:-${CGRPO_SANDBOX_IMAGE:-cgrpo-sandbox:1}}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 CACHE="${CGRPO_SANDBOX_CACHE:-$ROOT/.cache}"
-MIRROR="${CGRPO_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-SUITE=bookworm
-TARBALL="$CACHE/sandbox-rootfs-$SUITE.tar"
+TARBALL="$CACHE/sandbox-rootfs-bookworm.tar"
 log() { printf '\033[1;34m[sandbox-image]\033[0m %s\n' "$*"; }
 
 command -v docker >/dev/null || { echo "docker CLI missing (apt-get install -y docker.io)" >&2; exit 1; }
-mkdir -p "$CACHE"
-if [ ! -s "$TARBALL" ]; then
-  command -v debootstrap >/dev/null || { echo "debootstrap missing (apt-get install -y debootstrap)" >&2; exit 1; }
-  [ "$(id -u)" = 0 ] || { echo "debootstrap needs root" >&2; exit 1; }
-  ROOTFS="$(mktemp -d "${TMPDIR:-/tmp}/cgrpo-sandbox-rootfs.XXXXXX")"
-  trap 'rm -rf "$ROOTFS"' EXIT
-  log "debootstrap --variant=minbase $SUITE (python3) into $ROOTFS"
-  debootstrap --variant=minbase --include=python3 "$SUITE" "$ROOTFS" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
-    || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
-  # Trim what a test program never needs: package caches, docs, man pages, locales.
-  rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
-         "$ROOTFS"/usr/share/doc/* "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/locale/*
-  tar -C "$ROOTFS" -cf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
-fi
+bash "$ROOT/deploy/docker/rootfs.sh" "$TARBALL" python3
 log "docker import -> $IMAGE"
 docker import \
   --change 'USER 65534:65534' \
