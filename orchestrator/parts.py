@@ -28,7 +28,7 @@ class Rollouts(Protocol):
     def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig,
                  seed: int) -> tuple[list[Rollout], GenerationStats]: ...
 
-    def push_weights(self, version: int, weights: Any) -> Any: ...
+    def push_weights(self, version: int, weights: Any, rewind: bool = False) -> Any: ...
 
 
 class Scorer(Protocol):
@@ -62,9 +62,10 @@ class Parts:
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
-    def push_weights(self, version: int) -> None:
-        """The learner publishes the weights once; every rollout replica loads them."""
-        self.rollout.push_weights(version, self.learner.publish_weights(version))
+    def push_weights(self, version: int, rewind: bool = False) -> None:
+        """The learner publishes the weights once; every rollout replica loads them (with
+        ``rewind``, also a replica that serves a newer version: after a learner recovery)."""
+        self.rollout.push_weights(version, self.learner.publish_weights(version), rewind)
 
     def shutdown(self) -> None:
         for part in (self.rollout, self.scorer, self.learner):

@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -222,8 +222,10 @@ class _Lookahead:
         return self.pending.popleft().result()
 
     def reset(self) -> None:
-        for f in self.pending:
-            f.cancel()
+        """Drop the batches not taken yet; one being produced is waited for (and dropped), so
+        no generation is still running when the caller changes the served weights."""
+        running = [f for f in self.pending if not f.cancel()]
+        wait(running)
         self.pending.clear()
 
     def close(self) -> None:
@@ -282,7 +284,8 @@ def train(cfg: JobConfig, parts: Parts, train_tasks: list[Task], heldout: list[T
                 batches.reset()
                 step, cursor.position = supervisor.recover_learner(exc, out_dir)
                 version = step
-                parts.push_weights(version)
+                # The replicas may serve a version of the steps now trained again: back to this one.
+                parts.push_weights(version, rewind=True)
                 continue
             step += 1
             if weights is not None:

@@ -74,14 +74,15 @@ class RolloutPool:
         return cls(model_path, config.actors, num_cpus=config.num_cpus, num_gpus=config.num_gpus,
                    resources=dict(config.resources), threads=config.threads)
 
-    def push_weights(self, version: int, weights_ref) -> list[int | None]:
+    def push_weights(self, version: int, weights_ref, rewind: bool = False) -> list[int | None]:
         """Every actor reads ``weights_ref`` (put once in the object store); returns their
         versions, None for an actor that is unreachable now (it loads these weights before
-        it next generates)."""
+        it next generates, unless it still serves a newer one after a ``rewind``). ``rewind``:
+        actors serving a newer version go back to this one (see RolloutWorker.set_weights)."""
         self.version = version
         self._holder = [weights_ref]
         out: list[int | None] = []
-        for ref in [a.set_weights.remote(version, self._holder) for a in self.actors]:
+        for ref in [a.set_weights.remote(version, self._holder, rewind) for a in self.actors]:
             try:
                 out.append(ray.get(ref))
             except ray.exceptions.RayActorError:

@@ -39,11 +39,13 @@ class RolloutWorker:
         return {"worker_id": self.worker_id, "pid": os.getpid(), "node": socket.gethostname(),
                 "device": self.device, "weight_version": self.version}
 
-    def set_weights(self, version: int, holder: list) -> int:
+    def set_weights(self, version: int, holder: list, rewind: bool = False) -> int:
         """Load weights ``version`` (a state dict in checkpoint names, numpy or torch) unless
         it is not newer than what is served. ``holder`` wraps the object-store reference so
-        that Ray hands it over unresolved and only a worker that needs it fetches it."""
-        if version <= self.version:
+        that Ray hands it over unresolved and only a worker that needs it fetches it.
+        ``rewind``: load it even when older or equal (the learner went back to a checkpoint, so
+        the newer version served here belongs to steps that are trained again)."""
+        if version <= self.version and not (rewind and version != self.version):
             return self.version
         state = holder[0]
         if not isinstance(state, dict):
@@ -56,9 +58,9 @@ class RolloutWorker:
         self.version = version
         return self.version
 
-    def push_weights(self, version: int, weights: Any) -> int:
+    def push_weights(self, version: int, weights: Any, rewind: bool = False) -> int:
         """Serve ``weights`` (a state dict, or an object-store reference to one) as ``version``."""
-        return self.set_weights(version, [weights])
+        return self.set_weights(version, [weights], rewind)
 
     def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig, seed: int,
                  min_version: int = 0, holder: list | None = None) -> tuple[list[Rollout], GenerationStats]:

@@ -58,6 +58,22 @@ def test_worker_refuses_stale_weights(tiny_model_dir):
     assert torch.equal(worker.model.lm_head.weight, before)
 
 
+def test_worker_rewinds_to_an_older_version_only_when_told(tiny_model_dir):
+    """After a learner recovery the job goes back to a checkpoint's version: a replica that
+    serves a newer one (from the steps trained again) must load it, or it would generate
+    with weights no learner has any more."""
+    worker = RolloutWorker(str(tiny_model_dir))
+    worker.set_weights(5, [_weights(tiny_model_dir, 2.0)])
+    older = _weights(tiny_model_dir, 0.5)
+    assert worker.set_weights(3, [older], rewind=True) == 3
+    assert torch.equal(worker.model.lm_head.weight, torch.from_numpy(older["lm_head.weight"]))
+    # then forward again as usual; a rewind to the version served changes nothing
+    assert worker.set_weights(4, [_weights(tiny_model_dir, 3.0)]) == 4
+    before = worker.model.lm_head.weight.clone()
+    assert worker.set_weights(4, [older], rewind=True) == 4
+    assert torch.equal(worker.model.lm_head.weight, before)
+
+
 def test_pool_balances_and_pushes_versions(ray_cluster, tiny_model_dir):
     pool = RolloutPool(str(tiny_model_dir), 2)
     try:
