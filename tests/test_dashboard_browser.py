@@ -91,6 +91,7 @@ def _metrics(step: int) -> dict:
             "reward_std": 0.5 - 0.1 * (1 - math.exp(-x)), "pass_rate": 0.15 + 0.3 * (1 - math.exp(-x)),
             "kl": 1e-4 * step, "loss": 0.02 * math.cos(x), "clip_frac": 0.03 + 0.01 * math.sin(x),
             "arness_local": 0.92 - 0.1 * (1 - math.exp(-x)), "arness_global": 0.8 - 0.12 * (1 - math.exp(-x)),
+            "parallel_fraction": 0.3 + 0.1 * math.sin(x),
             "rollout_tokens_per_s": 1500 + 80 * math.sin(x), "sandbox_execs_per_s": 40 + 3 * math.cos(x),
             "learner_step_s": 3.1 + 0.2 * math.sin(2 * x), "rollout_idle_frac": 0.2 + 0.05 * math.sin(x),
             "grad_norm": 0.5 + 0.1 * math.cos(x), "lr": 1e-6 * min(1.0, (step + 1) / 5),
@@ -150,7 +151,8 @@ def test_page_shows_job_charts_workers_and_rollout(redis_url, app_url, page, tmp
     for name in METRIC_CHARTS:
         assert charts[name]["x"] == N_STEPS, (name, charts[name])
     assert charts["reward"]["nonnull"] == [N_STEPS] * 3  # +std, -std, mean
-    assert charts["arness"]["labels"] == ["local@1", "global@1"]
+    assert charts["arness"]["labels"] == ["local@1", "global@1", "parallel"]
+    assert charts["arness"]["nonnull"] == [N_STEPS] * 3
     assert charts["ratio"]["labels"] == ["mean", "min", "max"] and charts["ratio"]["nonnull"] == [N_STEPS] * 3
     assert charts["versions"]["nonnull"] == [N_STEPS, N_STEPS]
     assert charts["pass"]["x"] == N_STEPS  # eval steps are a subset of the metric steps
