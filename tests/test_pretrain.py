@@ -60,7 +60,7 @@ def test_problem_batch_uses_the_samplers_layout(tiny_dream):
 
 def test_pretrain_writes_a_loadable_model_and_learns(tmp_path):
     out = tmp_path / "tiny"
-    summary = pretrain(_tiny(out, steps=60, eval_every=30), log=lambda m: None)
+    summary = pretrain(_tiny(out, steps=60, eval_every=30, save_every=30), log=lambda m: None)
     model = dllm.load_model(out)
     tokenizer = dllm.load_tokenizer(out)
     assert model.layout == "dream" and model.shift
@@ -72,6 +72,12 @@ def test_pretrain_writes_a_loadable_model_and_learns(tmp_path):
     history = summary["history"]
     assert history[0]["step"] == 0 and history[-1]["step"] == 60
     assert summary["final"]["val_loss"] < 0.7 * history[0]["val_loss"]
+    assert all(0 <= r["val_copy"] <= 1 for r in history[1:]) and "val_exact" in summary["final"]
+    # Checkpoints to choose where to stop: loadable models, each its step's weights.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-30", "step-60"]
+    halfway = dllm.load_model(out / "checkpoints" / "step-30").state_dict()
+    assert json.loads((out / "checkpoints" / "step-30" / "pretrain.json").read_text())["steps"] == 30
+    assert not torch.equal(halfway["lm_head.weight"], model.state_dict()["lm_head.weight"])
     gen = dllm.generate(model, [encode(tokenizer, 'def f(a):\n    """Return a plus 1."""\n')],
                         max_new_tokens=16, steps=8, seed=0)
     assert gen.sequences.shape[1] > 16
