@@ -36,6 +36,9 @@ def _register_pretrain(subparsers) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="optimizer steps (reproducible budget)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget; the schedule follows elapsed time")
+    p.add_argument("--stop-at", type=int, default=d["stop_at"], metavar="N",
+                   help="stop after N steps of the --steps schedule (learning rate and stage switch as for the "
+                   "full run): the model equals that run's checkpoint at step N. Chosen on validation")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed for init, batches and noise")
     p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads")
     p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda)")

@@ -189,6 +189,7 @@ class PretrainConfig:
     out: str
     seed: int = 0
     steps: int | None = None
+    stop_at: int | None = None  # stop after this many of the `steps` schedule's steps (where to stop)
     minutes: float | None = None
     threads: int = 2
     device: str = "cpu"
@@ -223,6 +224,8 @@ class PretrainConfig:
             raise ModelPrepError("pretrain needs exactly one budget: --steps N (reproducible) or --minutes M")
         if self.steps is not None and self.steps <= 0:
             raise ModelPrepError(f"--steps must be > 0 (got {self.steps})")
+        if self.stop_at is not None and (self.steps is None or not 0 < self.stop_at <= self.steps):
+            raise ModelPrepError(f"--stop-at needs --steps and must be in 1..--steps (got {self.stop_at})")
         if self.minutes is not None and self.minutes <= 0:
             raise ModelPrepError(f"--minutes must be > 0 (got {self.minutes})")
         if not 0 <= self.stage1_frac <= 1:
@@ -390,13 +393,14 @@ def _pretrain(config: PretrainConfig, log) -> dict:
                         "val_loss": round(completion_loss(model, val_examples, config, eos_id, pad_id), 4)})
     ema: float | None = None
     step = 0
-    bar = tqdm(total=total_steps if total_steps else int(budget_s), unit="step" if total_steps else "s",
+    last_step = config.stop_at or total_steps
+    bar = tqdm(total=last_step if total_steps else int(budget_s), unit="step" if total_steps else "s",
                desc="pretrain", dynamic_ncols=True, mininterval=1.0)
     train_started = time.time()
     while True:
         elapsed = time.time() - train_started
         progress = step / total_steps if total_steps else elapsed / budget_s
-        if progress >= 1.0:
+        if progress >= 1.0 or (last_step and step >= last_step):
             break
         stage = 1 if progress < config.stage1_frac else 2
         lr = lr_at(progress, config, step)

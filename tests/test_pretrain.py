@@ -93,6 +93,19 @@ def test_pretrain_is_reproducible_from_its_seed(tmp_path):
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
 
 
+def test_stop_at_gives_the_full_schedules_checkpoint(tmp_path):
+    """--stop-at N ends a --steps S run at step N: the same weights as that run's checkpoint N
+    (the learning rate and stage switch follow S, not N)."""
+    pretrain(_tiny(tmp_path / "full", steps=8, eval_every=4, val_size=4, save_every=4), log=lambda m: None)
+    summary = pretrain(_tiny(tmp_path / "stopped", steps=8, eval_every=4, val_size=4, stop_at=4), log=lambda m: None)
+    assert summary["steps"] == 4
+    wa = dllm.load_model(tmp_path / "full" / "checkpoints" / "step-4").state_dict()
+    wb = dllm.load_model(tmp_path / "stopped").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ModelPrepError, match="--stop-at"):
+        pretrain(_tiny(tmp_path / "bad", steps=8, stop_at=9), log=lambda m: None)
+
+
 def test_cli_pretrain_and_its_errors(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["pretrain", "--out", str(out), "--steps", "4", "--threads", "1", "--vocab-size", "400",
