@@ -16,7 +16,12 @@ with its standard error.
 
     python bench/rl_scout.py --steps 60 --set learner.lr=2e-4 [--eval-tasks 165] [--eval-every 20]
 
-Last line: ``validation_pass1_gain: +X.X points (se Y.Y)`` (or ``heldout_...``), full steps.
+``--probe-only`` skips the sampled evaluations (the slow part on 2 cores) and compares the copy
+probe (p of the docstring's constants with the rest of the body visible, ``cgrpo probe``) of
+the model before and after, on the same split: a cheap, low-noise first cut between settings.
+
+Last line: ``validation_pass1_gain: +X.X points (se Y.Y)`` (or ``heldout_...``), full steps;
+with ``--probe-only``, ``validation_copy_probe: A -> B``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,14 @@ class ConsoleLog:
         pass
 
 
+def _probe(model_dir: str, tasks: list, width: int) -> dict:
+    """The copy probe's constant slots for one model folder."""
+    import dllm
+    from evaluation.probe import copy_probe
+
+    return copy_probe(dllm.load_model(model_dir), dllm.load_tokenizer(model_dir), tasks, width=width)["by_kind"]["constant"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=positive_int, default=60, help="RL steps (default 60)")
@@ -72,6 +85,9 @@ def main() -> int:
     parser.add_argument("--eval-samples", type=positive_int, default=4, help="completions per task (default 4)")
     parser.add_argument("--eval-every", type=positive_int, default=None, help="steps between evaluations "
                                                                            "(default: only before and after)")
+    parser.add_argument("--probe-only", action="store_true",
+                        help="no sampled evaluation: compare the copy probe before and after instead")
+    parser.add_argument("--keep", metavar="DIR", help="keep the job's output (checkpoint, exported model) in DIR")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a field of the demo job config (repeatable), e.g. --set learner.lr=2e-4")
@@ -80,7 +96,7 @@ def main() -> int:
         cfg = with_overrides(demo_config(), args.set + [
             f"run.steps={args.steps}", "run.mode=sync", "run.checkpoint_every=0", f"run.eval_tasks={args.eval_tasks}",
             f"run.eval_samples={args.eval_samples}", f"tasks.heldout={args.eval_split}",
-            f"run.eval_every={args.eval_every or args.steps}"])
+            f"run.eval_every={0 if args.probe_only else args.eval_every or args.steps}"])
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -90,10 +106,18 @@ def main() -> int:
     print(f"scouting {args.steps} steps with {' '.join(args.set) or 'the demo config'}; "
           f"{min(len(evaluated), args.eval_tasks)} {args.eval_split} tasks x {args.eval_samples}", flush=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="rl-scout-") as out_dir:
-            train(cfg, parts, train_tasks, evaluated[: args.eval_tasks], log, Path(out_dir))
+        with tempfile.TemporaryDirectory(prefix="rl-scout-") as tmp:
+            summary = train(cfg, parts, train_tasks, evaluated[: args.eval_tasks], log, Path(args.keep or tmp))
+            if args.probe_only:
+                before, after = (_probe(path, evaluated[: args.eval_tasks], cfg.rollout.sampling.max_new_tokens)
+                                 for path in (cfg.model.path, summary["export"]))
     finally:
         parts.shutdown()
+    if args.probe_only:
+        print(f"wall time {time.perf_counter() - log.start:.0f} s")
+        print(f"{args.eval_split}_copy_probe: {before['p_correct']:.3f} (se {before['se']:.3f}) -> "
+              f"{after['p_correct']:.3f} (se {after['se']:.3f})")
+        return 0
     full = [e for e in log.evals if e["steps_mode"] == "full"]
     half = {e["step"]: e["pass_at_1"] for e in log.evals if e["steps_mode"] == "half"}
     print(f"wall time {time.perf_counter() - log.start:.0f} s; {args.eval_split} pass@1 (full / half steps): "
