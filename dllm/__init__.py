@@ -12,6 +12,7 @@ _EXPORTS = {
     "DLLMError": "dllm.errors",
     "coupled_logps": "dllm.estimators", "d1_logps": "dllm.estimators", "decoupled_logps": "dllm.estimators",
     "estimate_logps": "dllm.estimators",
+    "infill_probability": "dllm.infill",
     "elbo_loss": "dllm.masking", "forward_process": "dllm.masking",
     "DiffusionLM": "dllm.model", "dream_config": "dllm.model", "init_model": "dllm.model",
     "llada_config": "dllm.model", "load_model": "dllm.model", "save_model": "dllm.model",

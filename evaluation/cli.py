@@ -1,4 +1,5 @@
-"""``cgrpo eval``: pass@k of a model folder on a task split, every program run in the sandbox."""
+"""``cgrpo eval`` (pass@k of a model folder on a task split, every program run in the sandbox) and
+``cgrpo probe`` (the copy probe: no code run)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,21 @@ def register(subparsers) -> None:
     ev.add_argument("--json", metavar="PATH", help="write the full results as JSON ('-' for stdout)")
     ev.add_argument("--samples", type=int, default=0, metavar="N", help="keep one completion for N tasks in --json")
     ev.set_defaults(func=_eval)
+
+    probe = subparsers.add_parser("probe", help="the copy probe: p(right constant / letter / name) vs. chance",
+                                  description="For each built-in task, mask one slot of the canonical body (a "
+                                  "constant, quoted letter or argument name the docstring gives), keep the rest "
+                                  "visible, and read the model's probability of the right token(s). Printed per "
+                                  "slot kind, averaged over tasks with its standard error, beside chance (a uniform "
+                                  "guess over the slot's alternatives). Runs no code; a few seconds. Choose "
+                                  "checkpoints on --split validation; heldout is for reporting.")
+    probe.add_argument("--model", default="models/tiny-dllm", help="model folder (default models/tiny-dllm)")
+    probe.add_argument("--split", default="heldout", help="heldout | validation | train (default heldout)")
+    probe.add_argument("--limit", type=int, default=None, help="probe only the first L tasks")
+    probe.add_argument("--max-new-tokens", type=int, default=None,
+                       help="completion width (default: the model's pretrain.json value, else 48)")
+    probe.add_argument("--json", metavar="PATH", help="also write the result as JSON ('-' for stdout)")
+    probe.set_defaults(func=_probe)
 
 
 def _check_model_dir(path: Path) -> None:
@@ -99,6 +115,42 @@ def _eval(args) -> int:
     _print_summary(runs, sorted(set(args.k)), to_stderr=args.json == "-")
     write_json(args.json, {"runs": runs})
     return 0
+
+
+def _probe(args) -> int:
+    from tasks import loader  # noqa: PLC0415
+    from evaluation.probe import copy_probe  # noqa: PLC0415
+
+    source, split = loader.resolve_split(args.split)
+    if source != "builtin":
+        raise TaskError(f"--split {args.split}: the copy probe reads the built-in tasks' slots; "
+                        "use heldout, validation or train")
+    model_dir = Path(args.model)
+    _check_model_dir(model_dir)
+    width = args.max_new_tokens or _model_completion_length(model_dir)
+    tasks = loader.load_tasks(source, split, limit=args.limit)
+
+    import dllm  # noqa: PLC0415
+
+    result = copy_probe(dllm.load_model(model_dir), dllm.load_tokenizer(model_dir), tasks, width=width)
+    result.update({"model": str(model_dir), "split": args.split})
+    _print_probe(result, to_stderr=args.json == "-")
+    write_json(args.json, result)
+    return 0
+
+
+def _print_probe(result: dict, to_stderr: bool = False) -> None:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"copy probe on {result['split']} ({result['tasks']} tasks, "
+                  f"{result['without_slot']} without a slot), {result['model']}")
+    for col in ("slot", "tasks", "slots", "p(right)", "± se", "chance", "ratio"):
+        table.add_column(col, justify="left" if col == "slot" else "right")
+    for kind, r in result["by_kind"].items():
+        table.add_row(kind, str(r["tasks"]), str(r["slots"]), f"{r['p_correct']:.3f}", f"{r['se']:.3f}",
+                      f"{r['chance']:.3f}", f"{r['p_correct'] / r['chance']:.2f}x")
+    Console(stderr=to_stderr).print(table)
 
 
 def _ray_pool(args):

@@ -28,7 +28,7 @@ def _register_pretrain(subparsers) -> None:
         description="Train a byte-level BPE tokenizer and a small Dream-layout masked diffusion LM from "
         "scratch: stage 1 masked-diffusion ELBO pre-training on solved built-in train problems and "
         "standard-library Python source, stage 2 prompt->solution fine-tuning (prompt never masked, "
-        "completion padded with EOS). Held-out problems are never seen. Reproducible for a given "
+        "completion padded with EOS). Held-out and validation problems are never trained on. Reproducible for a given "
         "--seed and --steps on the same machine; writes a model folder that `dllm.load_model` loads.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -36,6 +36,9 @@ def _register_pretrain(subparsers) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="optimizer steps (reproducible budget)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget; the schedule follows elapsed time")
+    p.add_argument("--stop-at", type=int, default=d["stop_at"], metavar="N",
+                   help="stop after N steps of the --steps schedule (learning rate and stage switch as for the "
+                   "full run): the model equals that run's checkpoint at step N. Chosen on validation")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed for init, batches and noise")
     p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads")
     p.add_argument("--device", default=d["device"], help="torch device (cpu, cuda)")
@@ -50,7 +53,7 @@ def _register_pretrain(subparsers) -> None:
                    help="folder whose *.py files are the source corpus (default: the interpreter's standard library)")
     g.add_argument("--stdlib-bytes", type=int, default=d["stdlib_bytes"], help="cap on standard-library source")
     g.add_argument("--val-size", type=int, default=d["val_size"],
-                   help="train problems set aside for the periodic evaluation")
+                   help="validation problems (never trained on) read by the periodic evaluation")
     m = p.add_argument_group("model")
     m.add_argument("--hidden-size", type=int, default=d["hidden_size"])
     m.add_argument("--layers", dest="num_layers", type=int, default=d["num_layers"])
@@ -64,6 +67,8 @@ def _register_pretrain(subparsers) -> None:
     o.add_argument("--stage1-frac", type=float, default=d["stage1_frac"],
                    help="share of the budget spent in stage 1 (the rest is prompt->solution fine-tuning)")
     o.add_argument("--eval-every", type=int, default=d["eval_every"], help="steps between evaluation prints (0: never)")
+    o.add_argument("--save-every", type=int, default=d["save_every"],
+                   help="also save OUT/checkpoints/step-N every N steps, to choose where to stop (0: never)")
     p.set_defaults(func=_pretrain)
 
 

@@ -17,8 +17,10 @@ left-padded to the longest prompt of the batch with an ``attention_mask``, follo
 exactly ``max_new_tokens`` completion positions. Everything is seeded: the same
 ``--seed``/``--steps`` on the same machine gives the same weights.
 
-Held-out problems are never seen, not even by the tokenizer; the periodic evaluation uses a
-slice of the *train* split set aside before training (``val``): completion ELBO loss, and the
+Held-out and validation problems are never trained on, not even by the tokenizer; the
+periodic evaluation reads the *validation* split (carved from train, see ``tasks.builtin``),
+on which checkpoints are chosen: completion ELBO loss, the copy probe (probability of the
+docstring's constants with the rest of the body visible, tasks/slots.py), and the
 exact-match rate of greedy generations against the reference body (string comparison; no
 model output is ever executed here).
 """
@@ -187,6 +189,7 @@ class PretrainConfig:
     out: str
     seed: int = 0
     steps: int | None = None
+    stop_at: int | None = None  # stop after this many of the `steps` schedule's steps (where to stop)
     minutes: float | None = None
     threads: int = 2
     device: str = "cpu"
@@ -196,7 +199,7 @@ class PretrainConfig:
     source_dir: str | None = None  # default: the interpreter's standard library
     chunk_len: int = 96
     max_new_tokens: int = 48
-    val_size: int = 48
+    val_size: int = 165  # validation problems read by the periodic evaluation (all of them by default)
     task_seed: int = 0
     # model
     hidden_size: int = 96
@@ -214,12 +217,15 @@ class PretrainConfig:
     stage1_frac: float = 0.35
     source_frac: float = 0.3
     eval_every: int = 200
+    save_every: int = 0  # also write OUT/checkpoints/step-N every N steps (0: only the final model)
 
     def check(self) -> None:
         if (self.steps is None) == (self.minutes is None):
             raise ModelPrepError("pretrain needs exactly one budget: --steps N (reproducible) or --minutes M")
         if self.steps is not None and self.steps <= 0:
             raise ModelPrepError(f"--steps must be > 0 (got {self.steps})")
+        if self.stop_at is not None and (self.steps is None or not 0 < self.stop_at <= self.steps):
+            raise ModelPrepError(f"--stop-at needs --steps and must be in 1..--steps (got {self.stop_at})")
         if self.minutes is not None and self.minutes <= 0:
             raise ModelPrepError(f"--minutes must be > 0 (got {self.minutes})")
         if not 0 <= self.stage1_frac <= 1:
@@ -279,6 +285,29 @@ def exact_match(model, tokenizer, tasks, config: PretrainConfig, steps: int | No
     return hits / len(tasks)
 
 
+def copy_probe_constant(model, tokenizer, tasks, width: int) -> float | None:
+    """The copy probe's constant slots (chance 1/9): mean probability of the right constant."""
+    from tasks.slots import CONSTANT, slot_queries, summarise
+
+    queries, _ = slot_queries(tokenizer, tasks, width)
+    probs = dllm.infill_probability(model, [(q.ids, q.masked) for q in queries], tokenizer.pad_token_id or 0)
+    by_kind = summarise([(q.task, q.kind, p, q.alternatives) for q, p in zip(queries, probs)])
+    return by_kind[CONSTANT]["p_correct"] if CONSTANT in by_kind else None
+
+
+def _evaluate(model, tokenizer, tasks, examples: list[Example], config: PretrainConfig, eos_id: int, pad_id: int,
+              exact: bool, exact_steps: int | None = None) -> dict:
+    """The periodic evaluation on validation problems: completion ELBO, the copy probe on
+    the docstring's constants (chance 0.111), and (``exact``) the greedy exact-match rate."""
+    record = {"val_loss": round(completion_loss(model, examples, config, eos_id, pad_id), 4)}
+    copy = copy_probe_constant(model, tokenizer, tasks, config.max_new_tokens)
+    if copy is not None:
+        record["val_copy"] = round(copy, 3)
+    if exact:
+        record["val_exact"] = round(exact_match(model, tokenizer, tasks, config, steps=exact_steps), 3)
+    return record
+
+
 # ---------------------------------------------------------------- the recipe
 
 def _build_tokenizer(config: PretrainConfig, train_tasks) -> tuple[PreTrainedTokenizerFast, list[Path]]:
@@ -334,9 +363,8 @@ def _pretrain(config: PretrainConfig, log) -> dict:
     rng = random.Random(config.seed)
     started = time.time()
 
-    all_train = builtin_tasks("train", seed=config.task_seed)
-    val_tasks = all_train[-config.val_size:] if config.val_size else []
-    train_tasks = all_train[: len(all_train) - len(val_tasks)]
+    train_tasks = builtin_tasks("train", seed=config.task_seed)
+    val_tasks = builtin_tasks("validation", seed=config.task_seed)[: config.val_size]
     tokenizer, files = _build_tokenizer(config, train_tasks)
     eos_id, pad_id, _ = special_ids(tokenizer)
     train_examples, skipped = encode_problems(tokenizer, train_tasks, config.max_new_tokens)
@@ -365,13 +393,14 @@ def _pretrain(config: PretrainConfig, log) -> dict:
                         "val_loss": round(completion_loss(model, val_examples, config, eos_id, pad_id), 4)})
     ema: float | None = None
     step = 0
-    bar = tqdm(total=total_steps if total_steps else int(budget_s), unit="step" if total_steps else "s",
+    last_step = config.stop_at or total_steps
+    bar = tqdm(total=last_step if total_steps else int(budget_s), unit="step" if total_steps else "s",
                desc="pretrain", dynamic_ncols=True, mininterval=1.0)
     train_started = time.time()
     while True:
         elapsed = time.time() - train_started
         progress = step / total_steps if total_steps else elapsed / budget_s
-        if progress >= 1.0:
+        if progress >= 1.0 or (last_step and step >= last_step):
             break
         stage = 1 if progress < config.stage1_frac else 2
         lr = lr_at(progress, config, step)
@@ -401,19 +430,21 @@ def _pretrain(config: PretrainConfig, log) -> dict:
             record = {"step": step, "stage": stage, "elapsed_s": round(time.time() - train_started, 1),
                       "train_loss": round(ema, 4)}
             if val_examples:
-                record["val_loss"] = round(completion_loss(model, val_examples, config, eos_id, pad_id), 4)
-                if stage == 2:
-                    record["val_exact"] = round(exact_match(model, tokenizer, val_tasks, config,
-                                                            steps=config.max_new_tokens // 2), 3)
+                record.update(_evaluate(model, tokenizer, val_tasks, val_examples, config, eos_id, pad_id,
+                                        exact=stage == 2, exact_steps=config.max_new_tokens // 2))
             history.append(record)
             bar.write("eval " + " ".join(f"{k}={v}" for k, v in record.items()))
+        if config.save_every and step % config.save_every == 0:
+            checkpoint = Path(config.out) / "checkpoints" / f"step-{step}"
+            dllm.save_model(model, checkpoint, tokenizer)
+            (checkpoint / "pretrain.json").write_text(json.dumps(
+                {"max_new_tokens": config.max_new_tokens, "steps": step, "checkpoint_of": asdict(config)}) + "\n")
     bar.close()
     train_s = time.time() - train_started
 
     final = {"step": step, "train_loss": round(ema or float("nan"), 4)}
     if val_examples:
-        final["val_loss"] = round(completion_loss(model, val_examples, config, eos_id, pad_id), 4)
-        final["val_exact"] = round(exact_match(model, tokenizer, val_tasks, config), 3)
+        final.update(_evaluate(model, tokenizer, val_tasks, val_examples, config, eos_id, pad_id, exact=True))
     model = model.to("cpu").eval()
     out = Path(config.out)
     dllm.save_model(model, out, tokenizer)

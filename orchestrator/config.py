@@ -12,6 +12,7 @@ resource is taken.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,11 @@ class RunConfig(BaseModel):
     steps: int = Field(100, ge=1, description="RL steps (one rollout batch each)")
     prompts_per_step: int = Field(8, ge=1, description="prompts per RL step (each sampled grpo.num_generations "
                                                        "times)")
+    drop_equal_groups: bool = Field(False, description="drop prompt groups whose rewards are all equal (zero "
+                                    "advantage: no policy signal, they only dilute the token-normalised loss) and "
+                                    "keep up to prompts_per_step groups that have signal, from the oversampled draw")
+    oversample: float = Field(1.0, ge=1.0, description="with drop_equal_groups: roll out this many times "
+                              "prompts_per_step prompts per step, so dropped groups are replaced (refill)")
     mode: Literal["sync", "async"] = Field("sync", description="async: roll out the next batches while the "
                                                                "learner trains on this one")
     max_staleness: int = Field(1, ge=1, description="async: how many weight versions a batch may lag")
@@ -71,6 +77,11 @@ class RunConfig(BaseModel):
                                                 "(relative paths are relative to the repository)")
     seed: int = Field(0, ge=0, description="seed of prompt order, rollouts, masks and the learner's RNGs")
     max_learner_restarts: int = Field(2, ge=0, description="learner failures recovered from the last checkpoint")
+
+    def prompts_drawn(self) -> int:
+        """Prompts rolled out per step: ``prompts_per_step``, times ``oversample`` when equal-reward
+        groups are dropped and refilled."""
+        return math.ceil(self.prompts_per_step * self.oversample) if self.drop_equal_groups else self.prompts_per_step
 
     def versions_in_flight(self) -> int:
         """How many published weight versions a batch can still come from while the learner has

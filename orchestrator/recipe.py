@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,6 +120,26 @@ def sample_and_score(parts: Parts, tasks: list[Task], *, num_generations: int, s
     start = time.perf_counter()
     rewards = parts.scorer.score([(tasks[r.group], truncate_completion(r.text)) for r in rollouts])
     return ScoredBatch(step, tasks, rollouts, rewards, generation, time.perf_counter() - start)
+
+
+def informative_groups(batch: ScoredBatch, num_generations: int, keep: int) -> ScoredBatch:
+    """The first ``keep`` prompt groups whose rewards are not all equal, renumbered 0.. (DAPO's
+    dynamic sampling): a group of equal rewards has zero advantage everywhere, so it adds no
+    policy gradient and only dilutes the token-normalised loss. When no group has signal the
+    batch is returned unchanged (the step still applies its KL term)."""
+    rewards = [r.reward for r in batch.rewards]
+    groups = [g for g in range(len(batch.tasks))
+              if max(rewards[g * num_generations:(g + 1) * num_generations])
+              > min(rewards[g * num_generations:(g + 1) * num_generations])][:keep]
+    if not groups:
+        return batch
+    rollouts, scored = [], []
+    for new, g in enumerate(groups):
+        for i in range(g * num_generations, (g + 1) * num_generations):
+            rollouts.append(replace(batch.rollouts[i], group=new))
+            scored.append(batch.rewards[i])
+    return ScoredBatch(batch.step, [batch.tasks[g] for g in groups], rollouts, scored, batch.generation,
+                       batch.sandbox_s)
 
 
 def learner_batch(batch: ScoredBatch, cfg: JobConfig, pad_token_id: int, eos_token_id: int | None) -> RolloutBatch:
@@ -253,10 +273,13 @@ def train(cfg: JobConfig, parts: Parts, train_tasks: list[Task], heldout: list[T
         summary["eval_start"] = evaluate(parts, cfg, heldout, step, log)
 
     def roll_out(s: int, tasks: list[Task]) -> ScoredBatch:
-        return sample_and_score(parts, tasks, num_generations=cfg.grpo.num_generations,
-                                sampling=cfg.rollout.sampling, seed=cfg.run.seed * 7919 + s, step=s)
+        batch = sample_and_score(parts, tasks, num_generations=cfg.grpo.num_generations,
+                                 sampling=cfg.rollout.sampling, seed=cfg.run.seed * 7919 + s, step=s)
+        if cfg.run.drop_equal_groups:
+            batch = informative_groups(batch, cfg.grpo.num_generations, cfg.run.prompts_per_step)
+        return batch
 
-    batches = _Lookahead(roll_out, lambda: cursor.take(cfg.run.prompts_per_step),
+    batches = _Lookahead(roll_out, lambda: cursor.take(cfg.run.prompts_drawn()),
                          cfg.run.max_staleness if cfg.run.mode == "async" else 0, cfg.run.steps)
     last_checkpoint = step
     try:

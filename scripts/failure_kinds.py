@@ -1,11 +1,11 @@
-"""What kind of mistakes a model makes on the built-in held-out tasks (docs/learning.md).
+"""What kind of mistakes a model makes on the built-in tasks of a split (docs/learning.md).
 
 One completion per task at T=0.2, run in the sandbox. A failure whose code equals the task's
 canonical solution once every number and quoted string is blanked out has the right shape and
 a wrong slot value (a constant or letter not copied from the docstring); the rest either did
 not run or got the logic wrong.
 
-    python scripts/failure_kinds.py [--model models/tiny-dllm]
+    python scripts/failure_kinds.py [--model models/tiny-dllm] [--split heldout|validation]
 
 Last line: the counts as JSON.
 """
@@ -47,6 +47,8 @@ def kind(result, completion: str, canonical: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/tiny-dllm", help="model folder (default: the shipped model)")
+    parser.add_argument("--split", default="heldout", choices=["heldout", "validation", "train"],
+                        help="built-in split (default heldout; choose settings on validation)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     try:
@@ -54,7 +56,7 @@ def main() -> int:
     except CgrpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problems = builtin_problems("heldout")
+    problems = builtin_problems(args.split)
     tasks = [p.task for p in problems]
     completions, _ = generate_completions(model, tokenizer, tasks, n=1, temperature=0.2, steps=48,
                                           max_new_tokens=48, seed=args.seed, progress=True)

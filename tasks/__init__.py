@@ -2,7 +2,7 @@
 and pass@k evaluation. See docs/tasks.md.
 
     from tasks import load_tasks
-    train = load_tasks("builtin", "train")      # or "heldout", "humaneval", "mbpp", "codeio", "jsonl:PATH"
+    train = load_tasks("builtin", "train")      # or "validation", "heldout", "humaneval", "mbpp", "codeio", "jsonl:PATH"
 """
 
 from tasks.builtin import builtin_problems, builtin_tasks, difficulty

@@ -7,7 +7,9 @@ problem is a short signature plus a one-line docstring in a small English vocabu
 (templates with slots: operator, constant, comparison, argument names); every slot
 combination is one problem. A problem goes to ``heldout`` or ``train`` by a seeded hash of
 its prompt text, so the splits share no prompt, and a held-out problem recombines operator,
-constant and name choices that training shows in other combinations.
+constant and name choices that training shows in other combinations. A second seeded hash
+carves ``validation`` out of what is left: problems no training run sees either, on which
+settings and checkpoints are chosen, so that ``heldout`` is only ever measured, never tuned on.
 
 Difficulty levels (``difficulty(task_id)``):
   1. an arithmetic expression of the arguments;
@@ -31,9 +33,10 @@ from typing import Callable, Iterator
 
 from tasks.record import Task, TaskError
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "validation", "heldout")
 DEFAULT_SEED = 0
 HELDOUT_FRACTION = 0.09
+VALIDATION_FRACTION = 0.07  # of the problems left after held-out
 N_ASSERTS = 4
 
 OPS = {"plus": "+", "minus": "-", "times": "*"}
@@ -285,9 +288,19 @@ def _tests(spec: Spec, rng: random.Random) -> str:
 
 # ---------------------------------------------------------------- generation and splits
 
-def _in_heldout(prompt: str, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION
+def _hash_fraction(key: str) -> float:
+    """A uniform number in [0, 1) fixed by ``key`` (the same in every process)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def split_of(prompt: str, seed: int) -> str:
+    """Held-out first (its hash is unchanged since the two-split days, so held-out stays the
+    same problems), then validation from the rest by an independent hash, the rest train."""
+    if _hash_fraction(f"{seed}\n{prompt}") < HELDOUT_FRACTION:
+        return "heldout"
+    if _hash_fraction(f"validation-{seed}\n{prompt}") < VALIDATION_FRACTION:
+        return "validation"
+    return "train"
 
 
 @lru_cache(maxsize=4)
@@ -308,7 +321,7 @@ def _generate(seed: int) -> dict[str, tuple[BuiltinProblem, ...]]:
     rng.shuffle(ordered)  # mix levels so any prefix (--limit) spans difficulties
     out: dict[str, list[BuiltinProblem]] = {s: [] for s in SPLITS}
     for spec in ordered:
-        split = "heldout" if _in_heldout(spec.prompt, seed) else "train"
+        split = split_of(spec.prompt, seed)
         task = Task(
             task_id=f"builtin/{split}/{len(out[split])}",
             prompt=spec.prompt,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tasks.record import LoadReport, TaskError
 
-SPLIT_HELP = "heldout | train (built-in), humaneval, mbpp, codeio, or jsonl:PATH"
+SPLIT_HELP = "heldout | validation | train (built-in), humaneval, mbpp, codeio, or jsonl:PATH"
 
 
 def register(subparsers) -> None:
@@ -49,7 +49,7 @@ def _collect(args) -> list[tuple[str, LoadReport | None, str]]:
     from tasks import builtin, loader  # noqa: PLC0415
 
     out: list[tuple[str, LoadReport | None, str]] = []
-    specs = [("builtin", "train"), ("builtin", "heldout"), ("humaneval", None), ("mbpp", None), ("codeio", None)]
+    specs = [("builtin", "train"), ("builtin", "validation"), ("builtin", "heldout"), ("humaneval", None), ("mbpp", None), ("codeio", None)]
     specs += [(f"jsonl:{p}", None) for p in args.jsonl]
     for source, split in specs:
         name = f"{source}/{split}" if split else source

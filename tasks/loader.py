@@ -1,8 +1,8 @@
 """One entry point for every task source: ``load_tasks(source, split)``.
 
-Sources: ``builtin`` (splits ``train``/``heldout``), ``humaneval``, ``mbpp`` (evaluation
+Sources: ``builtin`` (splits ``train``/``validation``/``heldout``), ``humaneval``, ``mbpp`` (evaluation
 only), ``codeio`` (built rows, see ``cgrpo data build-codeio``) and ``jsonl:PATH``. The CLI's
-``--split`` names (``heldout``, ``train``, ``humaneval``, ``mbpp``, ``codeio``, ``jsonl:PATH``)
+``--split`` names (``heldout``, ``validation``, ``train``, ``humaneval``, ``mbpp``, ``codeio``, ``jsonl:PATH``)
 map onto these with :func:`resolve_split`.
 """
 
@@ -13,7 +13,7 @@ from tasks.config import TasksConfig
 from tasks.record import LoadReport, Task, TaskError
 
 SOURCES = ("builtin", "humaneval", "mbpp", "codeio", "jsonl:PATH")
-SPLIT_NAMES = ("heldout", "train", "humaneval", "mbpp", "codeio", "jsonl:PATH")
+SPLIT_NAMES = ("heldout", "validation", "train", "humaneval", "mbpp", "codeio", "jsonl:PATH")
 EVAL_ONLY = ("humaneval", "mbpp")
 
 
@@ -37,7 +37,7 @@ def load_report(source: str, split: str | None = None, *, seed: int = builtin.DE
         report.tasks = builtin.builtin_tasks(split or "train", seed)
         return report
     if split not in (None, "train" if source == "codeio" else None):
-        raise TaskError(f"source {source!r} has no split {split!r}; only builtin has train/heldout splits")
+        raise TaskError(f"source {source!r} has no split {split!r}; only builtin has train/validation/heldout splits")
     if source == "humaneval":
         return sources.load_humaneval()
     if source == "mbpp":
@@ -53,7 +53,7 @@ def load_tasks(source: str, split: str | None = None, *, seed: int = builtin.DEF
                limit: int | None = None) -> list[Task]:
     """The accepted tasks of a source (rejections are dropped; see :func:`load_report`).
 
-    ``source`` may also be a CLI split name (``heldout``, ``train``), which implies builtin.
+    ``source`` may also be a CLI split name (``heldout``, ``validation``, ``train``), which implies builtin.
     Raises :class:`TaskError` when the source is unknown, its file is missing, or (CodeI/O)
     nothing has been built yet.
     """

@@ -60,7 +60,7 @@ def test_problem_batch_uses_the_samplers_layout(tiny_dream):
 
 def test_pretrain_writes_a_loadable_model_and_learns(tmp_path):
     out = tmp_path / "tiny"
-    summary = pretrain(_tiny(out, steps=60, eval_every=30), log=lambda m: None)
+    summary = pretrain(_tiny(out, steps=60, eval_every=30, save_every=30), log=lambda m: None)
     model = dllm.load_model(out)
     tokenizer = dllm.load_tokenizer(out)
     assert model.layout == "dream" and model.shift
@@ -72,6 +72,12 @@ def test_pretrain_writes_a_loadable_model_and_learns(tmp_path):
     history = summary["history"]
     assert history[0]["step"] == 0 and history[-1]["step"] == 60
     assert summary["final"]["val_loss"] < 0.7 * history[0]["val_loss"]
+    assert all(0 <= r["val_copy"] <= 1 for r in history[1:]) and "val_exact" in summary["final"]
+    # Checkpoints to choose where to stop: loadable models, each its step's weights.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-30", "step-60"]
+    halfway = dllm.load_model(out / "checkpoints" / "step-30").state_dict()
+    assert json.loads((out / "checkpoints" / "step-30" / "pretrain.json").read_text())["steps"] == 30
+    assert not torch.equal(halfway["lm_head.weight"], model.state_dict()["lm_head.weight"])
     gen = dllm.generate(model, [encode(tokenizer, 'def f(a):\n    """Return a plus 1."""\n')],
                         max_new_tokens=16, steps=8, seed=0)
     assert gen.sequences.shape[1] > 16
@@ -85,6 +91,19 @@ def test_pretrain_is_reproducible_from_its_seed(tmp_path):
     wa, wb = (dllm.load_model(tmp_path / n).state_dict() for n in "ab")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+
+
+def test_stop_at_gives_the_full_schedules_checkpoint(tmp_path):
+    """--stop-at N ends a --steps S run at step N: the same weights as that run's checkpoint N
+    (the learning rate and stage switch follow S, not N)."""
+    pretrain(_tiny(tmp_path / "full", steps=8, eval_every=4, val_size=4, save_every=4), log=lambda m: None)
+    summary = pretrain(_tiny(tmp_path / "stopped", steps=8, eval_every=4, val_size=4, stop_at=4), log=lambda m: None)
+    assert summary["steps"] == 4
+    wa = dllm.load_model(tmp_path / "full" / "checkpoints" / "step-4").state_dict()
+    wb = dllm.load_model(tmp_path / "stopped").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ModelPrepError, match="--stop-at"):
+        pretrain(_tiny(tmp_path / "bad", steps=8, stop_at=9), log=lambda m: None)
 
 
 def test_cli_pretrain_and_its_errors(tmp_path, capsys):

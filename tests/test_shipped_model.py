@@ -34,8 +34,10 @@ def test_folder_is_complete_and_small(shipped):
     total = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     assert total <= 10 * 2**20, f"models/tiny-dllm is {total / 2**20:.1f} MB"
     assert model.layout == "dream" and model.shift
-    assert info["steps"] == info["config"]["steps"]  # made by `cgrpo pretrain --steps N`
-    assert f"--steps {info['steps']}" in (folder / "README.md").read_text()
+    config = info["config"]  # made by `cgrpo pretrain --steps S [--stop-at N]`, the command in its README
+    assert info["steps"] == (config.get("stop_at") or config["steps"])
+    command = f"--steps {config['steps']}" + (f" --stop-at {config['stop_at']}" if config.get("stop_at") else "")
+    assert command in (folder / "README.md").read_text()
 
 
 def test_tokenizer_round_trips_heldout_problems(shipped):

@@ -44,17 +44,41 @@ def test_builtin_is_deterministic_by_seed_across_processes():
 
 
 def test_builtin_splits_are_large_and_share_no_problem_text():
-    train, heldout = builtin_tasks("train"), builtin_tasks("heldout")
+    splits = {name: builtin_tasks(name) for name in ("train", "validation", "heldout")}
+    train, validation, heldout = splits.values()
     assert len(train) >= 2000 and 200 <= len(heldout) <= 400
-    assert not {t.prompt for t in train} & {t.prompt for t in heldout}
+    assert 0.05 <= len(validation) / (len(train) + len(validation)) <= 0.10  # carved from train
     doc = re.compile(r'"""(.*)"""')
-    assert not {doc.search(t.prompt).group(1) for t in train} & {doc.search(t.prompt).group(1) for t in heldout}
-    assert len({t.task_id for t in train + heldout}) == len(train) + len(heldout)
-    assert all(t.task_id == f"builtin/train/{i}" for i, t in enumerate(train))
+    for a, b in (("train", "validation"), ("train", "heldout"), ("validation", "heldout")):
+        assert not {t.prompt for t in splits[a]} & {t.prompt for t in splits[b]}, (a, b)
+        docs_a = {doc.search(t.prompt).group(1) for t in splits[a]}
+        assert not docs_a & {doc.search(t.prompt).group(1) for t in splits[b]}, (a, b)
+    assert len({t.task_id for t in train + validation + heldout}) == len(train) + len(validation) + len(heldout)
+    for name, tasks in splits.items():
+        assert all(t.task_id == f"builtin/{name}/{i}" for i, t in enumerate(tasks))
+    assert {difficulty(t.task_id) for t in validation} == {1, 2, 3, 4}
+
+
+def test_validation_is_carved_from_train_and_leaves_heldout_alone(monkeypatch):
+    """Without the validation carve-out the generator gives the same held-out problems, and
+    train is exactly today's train plus validation: validation only ever takes from train."""
+    from tasks import builtin
+
+    with_validation = {s: builtin_tasks(s, seed=3) for s in builtin.SPLITS}
+    monkeypatch.setattr(builtin, "VALIDATION_FRACTION", 0.0)
+    builtin._generate.cache_clear()
+    try:
+        without = {s: builtin_tasks(s, seed=3) for s in builtin.SPLITS}
+    finally:
+        builtin._generate.cache_clear()
+    assert without["validation"] == []
+    assert without["heldout"] == with_validation["heldout"]
+    assert ({t.prompt for t in without["train"]}
+            == {t.prompt for t in with_validation["train"] + with_validation["validation"]})
 
 
 def test_builtin_problems_are_short_regular_and_graded():
-    for split in ("train", "heldout"):
+    for split in ("train", "validation", "heldout"):
         problems = builtin_problems(split)
         levels = Counter(p.difficulty for p in problems)
         assert set(levels) == {1, 2, 3, 4}, levels
@@ -101,7 +125,7 @@ def test_builtin_canonical_solutions_pass_their_tests_in_the_sandbox():
 
     _sandbox_run()
     by_family: dict[str, list] = {}
-    for split in ("train", "heldout"):
+    for split in ("train", "validation", "heldout"):
         for p in builtin_problems(split):
             by_family.setdefault(p.family, []).append(p.task)
     sample = [t for tasks in by_family.values() for t in tasks[:3]]  # every family, 3 each
@@ -236,6 +260,8 @@ def test_loader_errors_name_the_fix(tmp_path, monkeypatch):
         load_tasks("codeio")
     assert resolve_split("heldout") == ("builtin", "heldout")
     assert load_tasks("heldout", limit=3) == builtin_tasks("heldout")[:3]
+    assert resolve_split("validation") == ("builtin", "validation")
+    assert load_tasks("validation", limit=3) == builtin_tasks("validation")[:3]
 
 
 def test_fetch_data_is_idempotent_and_fast_when_done():
