@@ -92,11 +92,14 @@ ATTACKS = {
             hog.append(bytearray(16 * 1024 ** 2))
     """, ("killed",)),
     "memory_across_forks": ("""
-        import os, time
-        for _ in range(2):
-            os.fork()  # 4 processes, each within its own RLIMIT_AS, together over the budget
+        import mmap, os, time
+        holding = mmap.mmap(-1, 4)  # shared by the forks: one flag per process
+        first, second = os.fork(), os.fork()  # 4 processes, each within its own RLIMIT_AS, together over the budget
         hog = b"x" * (200 * 1024 ** 2)  # written, so the pages really count (a calloc'd bytearray may not)
-        time.sleep(0.5)  # hold it until the siblings have theirs: an early exit frees its pages
+        holding[2 * (first == 0) + (second == 0)] = 1
+        deadline = time.monotonic() + 1.5  # hold it until all four hold theirs: an early exit frees its pages
+        while sum(holding) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
         kids_ok = True
         while True:
             try:
