@@ -6,7 +6,7 @@
 #   3. the sandbox image (cgrpo-sandbox:1, CGRPO_SANDBOX_IMAGE overrides), built without a
 #      registry by deploy/docker/sandbox/build.sh (debootstrap + docker import, ~1 min the
 #      first time; its root-filesystem tarball is cached in .cache/ for later imports);
-#   4. only with CGRPO_STACK_TEST=1 (the opt-in stack test, tests/test_deploy_stack.py):
+#   4. only with CGRPO_STACK_TEST=1 (scripts/test.sh sets it; tests/test_deploy_stack.py):
 #      the compose stack's images (cgrpo-runtime:0.1.0, cgrpo-redis:7) by deploy/build.sh,
 #      with no network inside the build (~10 min the first time on 2 cores).
 # Exits non-zero with a message saying what is missing when no engine can run here; the
@@ -53,7 +53,7 @@ else
     || fail "building the sandbox image $IMAGE failed (see .cache/debootstrap.log)"
 fi
 
-# 4. The compose stack's images, for the opt-in stack test.
+# 4. The compose stack's images, for the stack test (scripts/test.sh asks for them).
 if [ "${CGRPO_STACK_TEST:-}" = 1 ]; then
   if docker image inspect "${CGRPO_IMAGE:-cgrpo-runtime:0.1.0}" >/dev/null 2>&1 \
      && docker image inspect "${CGRPO_REDIS_IMAGE:-cgrpo-redis:7}" >/dev/null 2>&1; then

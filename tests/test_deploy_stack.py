@@ -3,15 +3,16 @@ job across its nodes and survives a lost rollout node, a Redis restart and a los
 node (deploy/drill.py, in its own compose project with fresh volumes and free loopback
 ports, removed at the end).
 
-Opt-in, because it does not fit the suite's time budget: ``CGRPO_STACK_TEST=1``. Measured
-on 2 shared cores (docs/deploy.md): the drill takes about 4 minutes when the images are
-current; an image built from other sources than the checkout's is rebuilt first
-(``bash deploy/build.sh``, about 2 minutes after a code change), and images that do not
-exist yet are built from nothing (about 10 minutes: two debootstraps, the wheelhouse, the
-image). ``CGRPO_STACK_TEST=1 bash scripts/setup.sh`` builds them ahead.
+``bash scripts/test.sh`` runs it (it sets ``CGRPO_STACK_TEST=1`` unless told otherwise, and
+its setup builds the stack's images first); a bare ``pytest`` skips it unless the variable
+is set. Measured on 2 shared cores (docs/deploy.md): the drill takes about 4 minutes when
+the images are current; an image built from other sources than the checkout's is rebuilt
+first (``bash deploy/build.sh``, about 2 minutes after a code change), and images that do
+not exist yet are built from nothing (about 10 minutes: two debootstraps, the wheelhouse,
+the image) — setup does that before the suite starts.
 
-Without the switch the test is skipped and says how to turn it on (a plain skip, not a
-Docker one); with it, it is skipped only when no Docker engine answers.
+Without the switch the test is a plain skip that says how to turn it on; with it, it is a
+Docker test, skipped only when no Docker engine answers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ OPTED_IN = os.environ.get("CGRPO_STACK_TEST") == "1"
 pytestmark = [pytest.mark.slow, *([pytest.mark.docker] if OPTED_IN else [])]
 
 
-@pytest.mark.skipif(not OPTED_IN, reason="opt-in (about 4 min, more to build the images): CGRPO_STACK_TEST=1 "
+@pytest.mark.skipif(not OPTED_IN, reason="about 4 min, more to build the images; scripts/test.sh sets CGRPO_STACK_TEST=1, which "
                                          "runs the compose stack's fault drill (docs/deploy.md)")
 @pytest.mark.timeout(BUILD_S + DRILL_S + 240)
 def test_compose_stack_trains_across_nodes_and_survives_lost_nodes():
