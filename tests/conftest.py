@@ -153,6 +153,17 @@ def redis_url(tmp_path_factory):
 # Docker tests skip on machines without an engine. Where an engine answers, a skip means a
 # missing install step (no image, no compose) that would otherwise hide in a green run.
 
+def sandbox_backends() -> list:
+    """Both sandbox backends as parameters; Docker's is marked so, and skipped (with the
+    reason) where its backend is unavailable, a skip the hook below fails where an engine answers."""
+    from sandbox.container import why_unavailable
+
+    reason = why_unavailable()
+    return [pytest.param("jail", id="jail"),
+            pytest.param("docker", id="docker", marks=[pytest.mark.docker, pytest.mark.skipif(
+                reason is not None, reason=f"Docker backend unavailable: {reason}")])]
+
+
 def _docker_answers() -> bool:
     import subprocess
 

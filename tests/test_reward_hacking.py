@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import Limits
-from sandbox.container import why_unavailable
 from sandbox.rewards import score_completion
+from tests.conftest import sandbox_backends
 
 REPO = Path(__file__).resolve().parent.parent
 Task = namedtuple("Task", "prompt entry_point test")
@@ -350,15 +350,7 @@ ATTACKS = {
 }
 
 
-def _backends():
-    params = [pytest.param("jail", id="jail")]
-    reason = why_unavailable()
-    params.append(pytest.param("docker", id="docker", marks=pytest.mark.skipif(
-        reason is not None, reason=f"Docker backend unavailable: {reason}")))
-    return params
-
-
-@pytest.fixture(scope="module", params=_backends())
+@pytest.fixture(scope="module", params=sandbox_backends())
 def backend(request):
     from sandbox.backends import make_backend
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import Limits
-from sandbox.container import why_unavailable
 from sandbox.rewards import score_completion
+from tests.conftest import sandbox_backends
 
 REPO = Path(__file__).resolve().parent.parent
 Task = namedtuple("Task", "prompt entry_point test")
@@ -187,14 +187,6 @@ ATTACKS = {
 }
 
 
-def _backends():
-    params = [pytest.param("jail", id="jail")]
-    reason = why_unavailable()
-    params.append(pytest.param("docker", id="docker", marks=pytest.mark.skipif(
-        reason is not None, reason=f"Docker backend unavailable: {reason}")))
-    return params
-
-
 @pytest.fixture(scope="module")
 def sentinel():
     """A host process no program may kill."""
@@ -204,7 +196,7 @@ def sentinel():
     proc.wait()
 
 
-@pytest.fixture(scope="module", params=_backends())
+@pytest.fixture(scope="module", params=sandbox_backends())
 def backend(request):
     from sandbox.backends import make_backend
 

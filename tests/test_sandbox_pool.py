@@ -18,6 +18,7 @@ import ray
 
 from sandbox import Limits
 from sandbox.pool import SandboxPool
+from tests.conftest import sandbox_backends
 
 Task = namedtuple("Task", "prompt entry_point test")
 ADD = Task('def add(a, b):\n    """a + b"""\n', "add",
@@ -84,15 +85,7 @@ def _killer(times: int, killed: list[int], stop: threading.Event) -> threading.T
     return t
 
 
-def _backends():
-    from sandbox.container import why_unavailable
-
-    reason = why_unavailable()
-    return ["jail", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.skipif(
-        reason is not None, reason=f"Docker backend unavailable: {reason}")])]
-
-
-@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("backend", sandbox_backends())
 def test_pool_scores_in_order_with_accounting(cluster, backend):
     pool = SandboxPool(2, backend, Limits(wall_s=3), batch_size=3, num_cpus_per_worker=0.5)
     try:
