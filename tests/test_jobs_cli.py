@@ -32,7 +32,8 @@ def ray_head():
     temp_dir = f"/tmp/cgrpo-rt-{os.getpid()}"
     ray_bin = Path(sys.executable).parent / "ray"
     subprocess.run([str(ray_bin), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-port={DASH_PORT}",
-                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}", "--num-cpus=8",
+                    "--dashboard-host=127.0.0.1", f"--ray-client-server-port={free_port()}",
+                    f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=8",
                     "--disable-usage-stats",
                     f"--temp-dir={temp_dir}"], check=True, capture_output=True, timeout=180)
     yield
