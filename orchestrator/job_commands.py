@@ -85,9 +85,24 @@ def submit(job_file: str | Path, address: str, job_id: str | None = None, resume
     entrypoint = f"{sys.executable} -m orchestrator.cli run {frozen} --job-id {job_id}"
     if resume:
         entrypoint += " --resume"
-    jobs.submit_job(entrypoint=entrypoint, submission_id=job_id,
-                    runtime_env={"env_vars": env}, entrypoint_num_cpus=0)
+    _submit_driver(jobs, entrypoint, job_id, env)
     return job_id, cfg
+
+
+def _submit_driver(jobs, entrypoint: str, job_id: str, env: dict, wait_s: float = 60.0) -> None:
+    """Hand the driver to the Jobs API. A head that has just started answers "No available
+    agent" until its job agent is up (seconds), so that answer is retried for ``wait_s``;
+    any other refusal is the user's one-line error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            jobs.submit_job(entrypoint=entrypoint, submission_id=job_id,
+                            runtime_env={"env_vars": env}, entrypoint_num_cpus=0)
+            return
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise JobError(f"the Ray Jobs API refused job {job_id}: {exc}") from None
+            time.sleep(1.0)
 
 
 def cmd_submit(args) -> int:
