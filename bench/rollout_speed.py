@@ -19,8 +19,11 @@ anything was measured. Two measurements, side by side in one run:
 The best setting is chosen by a rule fixed in advance (the held-out run checks, it does not
 tune): the fastest setting whose pass@1 is not below today's by more than one standard
 error of the paired difference. Speed is compared on process CPU time (all threads) by
-default: on a shared machine wall time measures the other jobs as much as ours; on an idle
-one both agree (both are printed; ``--clock wall`` ranks by wall time). Each part can be
+default, wall time with ``--clock wall``; both are printed, and on an idle machine they
+agree. Run the speed part on a quiet machine: the load average is printed before and after,
+with a warning when it exceeds the cores (under a load of 4-25 on 2 cores the dual cache
+measured 2.24x instead of 6.2x by CPU time: its many small operations lose more to waiting
+for cores than a full pass does). Each part can be
 reused from an earlier ``--json`` (``--speed-from``, ``--quality-from``), so measuring a new
 model's quality, or speed on an idle machine, costs only that part.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,7 +83,19 @@ def speed_model(path: str | None):
     return model, f"random Dream-layout model, hidden 192, 4 layers, {size:.1f}M parameters"
 
 
+def load_note(when: str) -> str:
+    """The 1-minute load average, and a warning when other work competes for the cores: with
+    torch's threads waiting for cores, the many small operations of a cached step lose more
+    than a full pass does, and neither clock measures the sampler any more."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    note = f"load average {load:.1f} on {cores} cores {when} the speed run"
+    if load > cores:
+        note += " -- WARNING: the machine is busy; speed-ups measured now are unreliable, rerun on a quiet one"
+    return note
+
+
 def measure_speed(args) -> dict:
+    print(load_note("before"), flush=True)
     model, what = speed_model(args.speed_model)
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(48, 80, (args.batch,), generator=gen).tolist()
@@ -99,6 +115,7 @@ def measure_speed(args) -> dict:
             best["wall"], best["cpu"] = max(best["wall"], tokens / seconds), max(best["cpu"], tokens / cpu)
             print(f"  {round_ + 1}: {name:28s} {tokens / seconds:8.1f} tokens/s ({seconds:6.1f} s)  "
                   f"{tokens / cpu:8.1f} tokens/cpu-s ({cpu:6.1f} s)  {out.steps_run:4d} passes", flush=True)
+    print(load_note("after"), flush=True)
     return {"model": what, "batch": args.batch, "new_tokens": args.new_tokens, "rounds": args.rounds,
             "settings": rows}
 
