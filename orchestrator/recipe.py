@@ -129,8 +129,7 @@ def informative_groups(batch: ScoredBatch, num_generations: int, keep: int) -> S
     batch is returned unchanged (the step still applies its KL term)."""
     rewards = [r.reward for r in batch.rewards]
     groups = [g for g in range(len(batch.tasks))
-              if max(rewards[g * num_generations:(g + 1) * num_generations])
-              > min(rewards[g * num_generations:(g + 1) * num_generations])][:keep]
+              if len(set(rewards[g * num_generations:(g + 1) * num_generations])) > 1][:keep]
     if not groups:
         return batch
     rollouts, scored = [], []
