@@ -71,6 +71,20 @@ def full_pass(batch: int, n: int, prompt_len: int, device) -> Pass:
                 torch.ones(batch, device=device))
 
 
+def shared_within_groups(passes: list[Pass], group_size: int) -> list[Pass]:
+    """Passes drawn for one row per group, each row repeated for the group's ``group_size`` rows.
+
+    Common random numbers for GRPO: the completions of one prompt are read through the same
+    masks, so where they agree (same token, same position) their reads agree too and the
+    zero-sum group advantages cancel them; the gradient is left to where they differ. Each
+    row's marginal mask distribution, hence its estimate's expectation, is unchanged.
+    """
+    def grow(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(group_size, dim=0)
+
+    return [Pass(grow(p.completion_masked), grow(p.prompt_masked), grow(p.weight)) for p in passes]
+
+
 def coupled_passes(batch: int, n: int, prompt_len: int, *, num_pairs: int = 1,
                    t_range: tuple[float, float] = (0.2, 0.8), p_mask_prompt: float = 0.0,
                    seed: int = 42, device="cpu", prompt_attn=None) -> list[Pass]:

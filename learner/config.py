@@ -41,6 +41,10 @@ class GRPOConfig(BaseModel):
         True, description="a fresh mask seed per inner iteration (true) or mask_seed every time (false); policy, "
                           "old policy and reference always share the seed within an iteration")
     mask_seed: int = Field(42, ge=0, description="the mask seed when random_masking is false")
+    group_masks: bool = Field(
+        False, description="read the G completions of a prompt through the same masks (coupled/decoupled): "
+                           "where they agree their reads cancel under the zero-sum advantages, leaving less noise "
+                           "in the gradient; each estimate's expectation is unchanged")
     logp_max_batch: int | None = Field(
         None, ge=1, description="max rows per model call when stacking the estimator's passes (null: all at once)")
 

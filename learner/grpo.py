@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from dllm.estimators import Pass, coupled_passes, decoupled_passes, full_pass, pass_logps
+from dllm.estimators import Pass, coupled_passes, decoupled_passes, full_pass, pass_logps, shared_within_groups
 from dllm.estimators import combine as _combine
 from learner.batch import RolloutBatch
 from learner.config import GRPOConfig
@@ -151,8 +151,13 @@ def global_passes(config: GRPOConfig, global_size: int, n: int, prompt_len: int,
         return _d1_passes(global_size, n, prompt_len, p_mask_prompt=config.d1_p_mask_prompt, seed=seed, device=device,
                           num_passes=config.d1_num_passes)
     build = coupled_passes if config.estimator == "coupled" else decoupled_passes
-    return build(global_size, n, prompt_len, num_pairs=config.num_pairs, t_range=tuple(config.t_range),
-                 p_mask_prompt=config.p_mask_prompt, seed=seed, device=device)
+    group = config.num_generations if config.group_masks else 1
+    if global_size % group:
+        raise LearnerError(f"group_masks: a global batch of {global_size} rows is not whole groups of "
+                           f"{group} completions")
+    passes = build(global_size // group, n, prompt_len, num_pairs=config.num_pairs, t_range=tuple(config.t_range),
+                   p_mask_prompt=config.p_mask_prompt, seed=seed, device=device)
+    return shared_within_groups(passes, group) if group > 1 else passes
 
 
 def _rows_of(p: Pass, start: int, stop: int, prompt_attn: torch.Tensor) -> Pass:

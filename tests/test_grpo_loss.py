@@ -21,7 +21,7 @@ from learner import (
     group_advantages,
     grpo_token_loss,
 )
-from learner.grpo import batch_logps
+from learner.grpo import batch_logps, global_passes
 
 NEW = [[-1.0, -2.0, -0.5], [-1.5, -0.7, -3.0]]
 OLD = [[-1.2, -2.0, -0.9], [-1.0, -0.7, -2.0]]
@@ -261,3 +261,49 @@ def test_kl_clamp_bounds_a_collapsed_token_and_leaves_the_others():
     assert float(clamped.detach()) == pytest.approx((small + 10.0 + 0.0) / 3)
     clamped.backward()
     assert new.grad[0, 1] == 0 and new.grad[0, 0] != 0
+
+
+def _grad_norm(model) -> float:
+    return float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None)))
+
+
+@pytest.mark.parametrize("estimator", ["coupled", "decoupled"])
+def test_group_masks_read_a_group_through_one_mask_and_shard_consistently(tiny_dream, estimator):
+    cfg = GRPOConfig(estimator=estimator, num_generations=3, group_masks=True)
+    passes = global_passes(cfg, 6, 40, 5, seed=4, device="cpu")
+    for p in passes:
+        for rows in (p.completion_masked, p.weight):
+            assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2]) and torch.equal(rows[3], rows[5])
+        assert not torch.equal(p.completion_masked[0], p.completion_masked[3])
+    plain = global_passes(GRPOConfig(estimator=estimator), 6, 40, 5, seed=4, device="cpu")
+    assert not torch.equal(plain[0].completion_masked[0], plain[0].completion_masked[1])
+    torch.manual_seed(5)
+    seqs = torch.randint(0, 60, (6, 15))
+    batch = RolloutBatch(seqs, torch.ones_like(seqs), 5, torch.ones(6, 10), torch.zeros(6))
+    with torch.no_grad():
+        whole = batch_logps(tiny_dream, batch, cfg, seed=17)
+        shards = torch.cat([batch_logps(tiny_dream, s, cfg, seed=17) for s in batch.shard(2)])
+    assert torch.allclose(shards, whole, atol=1e-5)
+
+
+def test_group_masks_cancel_what_a_group_agrees_on(tiny_dream):
+    """Four identical completions with zero-sum advantages: through shared masks their
+    gradients cancel; through each row's own masks they do not."""
+    torch.manual_seed(6)
+    seqs = torch.randint(0, 60, (1, 14)).repeat(4, 1)
+    batch = RolloutBatch(seqs, torch.ones_like(seqs), 5, torch.ones(4, 9), torch.zeros(4))
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    norms = {}
+    for shared in (True, False):
+        cfg = GRPOConfig(num_generations=4, group_masks=shared, beta=0.0)
+        tiny_dream.zero_grad()
+        new = batch_logps(tiny_dream, batch, cfg, seed=8)
+        loss, _ = grpo_token_loss(new, new.detach(), None, adv, batch.completion_mask, beta=0.0)
+        loss.backward()
+        norms[shared] = _grad_norm(tiny_dream)
+    assert norms[True] < 1e-6 < 1e-3 < norms[False]
+
+
+def test_group_masks_need_whole_groups():
+    with pytest.raises(LearnerError, match="not whole groups of 4"):
+        global_passes(GRPOConfig(num_generations=4, group_masks=True), 6, 10, 5, seed=0, device="cpu")
