@@ -10,8 +10,12 @@ a paired held-out evaluation.
 
     python bench/learning.py [--steps 40] [--samples 8] [--set learner.lr=1e-4 ...]
 
+``--split validation`` evaluates on the built-in validation split (carved from train, never
+trained on) instead: the way to compare settings through the users' path without touching
+held-out.
+
 Prints the exported model's path; the last line is
-``heldout_pass1_gain: +X.X points (se Y.Y)``.
+``heldout_pass1_gain: +X.X points (se Y.Y)`` (``validation_pass1_gain`` with ``--split validation``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=positive_int, default=None, help="RL steps (default: the demo's)")
     parser.add_argument("--samples", type=positive_int, default=8, help="completions per held-out task (default 8)")
-    parser.add_argument("--tasks", type=positive_int, default=None, help="held-out tasks (default: all)")
+    parser.add_argument("--tasks", type=positive_int, default=None, help="evaluated tasks (default: all)")
+    parser.add_argument("--split", choices=("heldout", "validation"), default="heldout",
+                        help="built-in split evaluated (default heldout; choose settings on validation)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a field of the demo job config (repeatable)")
     args = parser.parse_args()
@@ -57,10 +63,12 @@ def main() -> int:
 
         from orchestrator.driver import run_job
         from orchestrator.job_commands import require_redis
-        from tasks import load_job_tasks
+        from tasks import load_job_tasks, load_tasks
 
         require_redis(cfg.redis.url)
         _, heldout = load_job_tasks(cfg.tasks)
+        if args.split == "validation":
+            heldout = load_tasks("builtin", "validation")
         heldout = heldout[: args.tasks] if args.tasks else heldout
     except CgrpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -79,14 +87,15 @@ def main() -> int:
     print(f"exported model: {summary['export']}  (training {train_s / 60:.1f} min)", flush=True)
 
     eval_started = time.perf_counter()
-    print(f"evaluating {len(heldout)} held-out tasks x {args.samples} samples at T=0.2, before and after", flush=True)
+    split = "held-out" if args.split == "heldout" else "validation"
+    print(f"evaluating {len(heldout)} {split} tasks x {args.samples} samples at T=0.2, before and after", flush=True)
     before = heldout_counts(cfg.model.path, heldout, cfg, args.samples, EVAL_SEED)
     after = heldout_counts(summary["export"], heldout, cfg, args.samples, EVAL_SEED)
     gain = paired_difference(before, after)
-    print(f"held-out pass@1 before {pass_at_k_estimate(before)}, after {pass_at_k_estimate(after)} "
+    print(f"{split} pass@1 before {pass_at_k_estimate(before)}, after {pass_at_k_estimate(after)} "
           f"(evaluation {(time.perf_counter() - eval_started) / 60:.1f} min, training {train_s / 60:.1f} min)")
     print(f"exported model: {summary['export']}")
-    print(f"heldout_pass1_gain: {100 * gain.mean:+.1f} points (se {100 * gain.se:.1f})")
+    print(f"{args.split}_pass1_gain: {100 * gain.mean:+.1f} points (se {100 * gain.se:.1f})")
     return 0
 
 
