@@ -35,7 +35,7 @@ from orchestrator.experiment import positive_int  # noqa: E402
 EVAL_SEED = 20_000
 
 
-def heldout_counts(model_dir: str, tasks: list, cfg, samples: int, seed: int) -> list[tuple[int, int]]:
+def pass_counts(model_dir: str, tasks: list, cfg, samples: int, seed: int) -> list[tuple[int, int]]:
     """(samples, passed) per task for one model folder, at T=0.2 with the job's sampler."""
     import dllm
     from evaluation.evaluate import evaluate
@@ -50,7 +50,7 @@ def heldout_counts(model_dir: str, tasks: list, cfg, samples: int, seed: int) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=positive_int, default=None, help="RL steps (default: the demo's)")
-    parser.add_argument("--samples", type=positive_int, default=8, help="completions per held-out task (default 8)")
+    parser.add_argument("--samples", type=positive_int, default=8, help="completions per evaluated task (default 8)")
     parser.add_argument("--tasks", type=positive_int, default=None, help="evaluated tasks (default: all)")
     parser.add_argument("--split", choices=("heldout", "validation"), default="heldout",
                         help="built-in split evaluated (default heldout; choose settings on validation)")
@@ -66,10 +66,10 @@ def main() -> int:
         from tasks import load_job_tasks, load_tasks
 
         require_redis(cfg.redis.url)
-        _, heldout = load_job_tasks(cfg.tasks)
+        _, tasks = load_job_tasks(cfg.tasks)
         if args.split == "validation":
-            heldout = load_tasks("builtin", "validation")
-        heldout = heldout[: args.tasks] if args.tasks else heldout
+            tasks = load_tasks("builtin", "validation")
+        tasks = tasks[: args.tasks] if args.tasks else tasks
     except CgrpoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,9 +88,9 @@ def main() -> int:
 
     eval_started = time.perf_counter()
     split = "held-out" if args.split == "heldout" else "validation"
-    print(f"evaluating {len(heldout)} {split} tasks x {args.samples} samples at T=0.2, before and after", flush=True)
-    before = heldout_counts(cfg.model.path, heldout, cfg, args.samples, EVAL_SEED)
-    after = heldout_counts(summary["export"], heldout, cfg, args.samples, EVAL_SEED)
+    print(f"evaluating {len(tasks)} {split} tasks x {args.samples} samples at T=0.2, before and after", flush=True)
+    before = pass_counts(cfg.model.path, tasks, cfg, args.samples, EVAL_SEED)
+    after = pass_counts(summary["export"], tasks, cfg, args.samples, EVAL_SEED)
     gain = paired_difference(before, after)
     print(f"{split} pass@1 before {pass_at_k_estimate(before)}, after {pass_at_k_estimate(after)} "
           f"(evaluation {(time.perf_counter() - eval_started) / 60:.1f} min, training {train_s / 60:.1f} min)")
