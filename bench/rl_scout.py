@@ -54,6 +54,7 @@ class ConsoleLog:
     def log_metrics(self, m: dict) -> None:
         print(json.dumps({"step": m["step"], "reward": round(m["reward_mean"], 3), "pass": round(m["pass_rate"], 3),
                           "kl": round(m["kl"], 4), "grad_norm": round(m["grad_norm"], 3),
+                          "inpainted": round(m["inpainted_frac"], 3),
                           "s": round(time.perf_counter() - self.start)}), flush=True)
 
     def log_eval(self, **record) -> None:

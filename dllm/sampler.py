@@ -50,7 +50,7 @@ class Generation:
 
 def _check_args(prompt_ids, max_new_tokens: int, steps: int, alg: str, temperature: float,
                 top_p: float | None, top_k: int | None, threshold: float | None, factor: float | None,
-                block_size: int | None, cache: str) -> None:
+                block_size: int | None, cache: str, given: list[list[int]] | None = None) -> None:
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise DLLMError("generate: every prompt needs at least one token")
     if max_new_tokens <= 0:
@@ -77,6 +77,11 @@ def _check_args(prompt_ids, max_new_tokens: int, steps: int, alg: str, temperatu
     if (threshold is not None or factor is not None) and alg not in ("maskgit_plus", "topk_margin"):
         raise DLLMError("generate: threshold and factor decoding need alg 'maskgit_plus' or 'topk_margin' "
                         "(a confidence that is a probability)")
+    if given is not None:
+        if len(given) != len(prompt_ids):
+            raise DLLMError(f"generate: given has {len(given)} rows for {len(prompt_ids)} prompts")
+        if any(len(row) > max_new_tokens for row in given):
+            raise DLLMError(f"generate: a row of given is longer than max_new_tokens ({max_new_tokens})")
     if cache not in CACHES:
         raise DLLMError(f"generate: unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
     if block_size is not None:
@@ -262,7 +267,7 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
              temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
              alg: str = "entropy", alg_temp: float = 0.0, threshold: float | None = None,
              factor: float | None = None, block_size: int | None = None, cache: str = "none",
-             seed: int | None = None) -> Generation:
+             seed: int | None = None, given: list[list[int]] | None = None) -> Generation:
     """Generate ``max_new_tokens`` positions for each prompt in at most ``steps`` denoising steps.
 
     ``block_size`` (default: the whole completion) decodes the completion in blocks, left
@@ -280,9 +285,13 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
     rule accepts (:func:`factor_rule`). Both need a confidence that is a probability
     (``maskgit_plus`` or ``topk_margin``); with ``steps = max_new_tokens`` the scheduled
     number is one per step, as in Fast-dLLM. Generation then often ends in fewer steps.
+
+    ``given`` (inpainting, IGPO's hints): per row, tokens fixed at the first completion
+    positions before decoding starts, ``-1`` where the model decodes; a given position is
+    never masked, counts as committed at step 0, and conditions every step of its row.
     """
     _check_args(prompt_ids, max_new_tokens, steps, alg, temperature, top_p, top_k, threshold, factor, block_size,
-                cache)
+                cache, given)
     device = next(model.parameters()).device
     generator = None
     if seed is not None:
@@ -297,6 +306,11 @@ def generate(model, prompt_ids: list[list[int]], *, max_new_tokens: int, steps: 
     attn = torch.cat([prompt_attn, torch.ones((batch, n), dtype=torch.long, device=device)], 1)
     attn_arg = None if bool(prompt_attn.all()) else attn
     order = torch.full((batch, n), -1, dtype=torch.long, device=device)
+    for b, row in enumerate(given or []):
+        fixed = torch.tensor(row, dtype=torch.long, device=device)
+        where = (fixed >= 0).nonzero().squeeze(-1)
+        x[b, plen + where] = fixed[where]
+        order[b, where] = 0
     together = torch.zeros((batch, n), dtype=torch.bool, device=device)  # committed with others of its row
     kv = KVCache() if cache != "none" else None
     size = block_size or n

@@ -36,7 +36,7 @@ TERMINAL_STATUSES = ("succeeded", "failed", "stopped")
 METRIC_FIELDS = (
     "reward_mean", "reward_std", "pass_rate", "kl", "loss", "clip_frac", "grad_norm", "lr",
     "ratio_mean", "ratio_min", "ratio_max", "arness_local", "arness_global", "parallel_fraction",
-    "rollout_tokens_per_s",
+    "inpainted_frac", "rollout_tokens_per_s",
     "sandbox_execs_per_s", "learner_step_s", "rollout_idle_frac", "rollout_version",
 )
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")

@@ -62,6 +62,14 @@ class RunConfig(BaseModel):
                                     "keep up to prompts_per_step groups that have signal, from the oversampled draw")
     oversample: float = Field(1.0, ge=1.0, description="with drop_equal_groups: roll out this many times "
                               "prompts_per_step prompts per step, so dropped groups are replaced (refill)")
+    inpaint: bool = Field(False, description="IGPO-style inpainting: when no completion of a training prompt "
+                          "passes, decode inpaint_share x G more with parts of its canonical solution given as "
+                          "hints, and put the ones that pass in place of failed ones (the group gets signal)")
+    inpaint_hint_ratio: float = Field(0.5, gt=0, le=1, description="with inpaint: the share of the canonical "
+                                      "solution's tokens given to each hinted completion (drawn per completion)")
+    inpaint_share: float = Field(0.5, gt=0, le=1, description="with inpaint: hinted completions decoded per "
+                                 "failed group, as a share of grpo.num_generations (at most that many replace "
+                                 "failed ones)")
     mode: Literal["sync", "async"] = Field("sync", description="async: roll out the next batches while the "
                                                                "learner trains on this one")
     max_staleness: int = Field(1, ge=1, description="async: how many weight versions a batch may lag")

@@ -38,6 +38,7 @@ from sandbox.rewards import RewardResult
 from tasks.record import Task
 
 EVAL_SEED = 10_000  # every evaluation samples with the same seed: before/after are paired
+HINT_SEED = 1_000_003  # hinted rollouts draw apart from the step's plain ones
 
 
 class Log(Protocol):
@@ -141,6 +142,39 @@ def informative_groups(batch: ScoredBatch, num_generations: int, keep: int) -> S
                        batch.sandbox_s)
 
 
+def inpaint_failed_groups(parts: Parts, batch: ScoredBatch, *, num_generations: int, sampling: SamplingConfig,
+                          seed: int, hint_ratio: float, share: float) -> ScoredBatch:
+    """IGPO's inpainting (arXiv 2509.10396): a group whose completions all fail has zero
+    advantage and teaches nothing. For each such group of a task with a canonical solution,
+    decode ``share x G`` more completions with a random ``hint_ratio`` of that solution's
+    tokens given, score them, and put those that pass in place of failed ones (never all G,
+    so the group keeps some failures to compare with). The replaced completions carry their
+    hints as their own tokens: the update raises the probability of the given tokens too,
+    weighted by their advantage, which is the point (a skill shown, not only found).
+    """
+    size = num_generations
+    failed = [g for g, task in enumerate(batch.tasks)
+              if task.canonical_solution and not any(r.all_passed for r in batch.rewards[g * size:(g + 1) * size])
+              and len({r.reward for r in batch.rewards[g * size:(g + 1) * size]}) == 1]
+    if not failed:
+        return batch
+    prompts = [Prompt(batch.tasks[g].task_id, batch.tasks[g].prompt, g, hint=batch.tasks[g].canonical_solution or "",
+                      hint_ratio=hint_ratio) for g in failed]
+    hinted, generation = parts.rollout.generate(prompts, num_generations=max(1, round(share * size)),
+                                                sampling=sampling, seed=seed)
+    start = time.perf_counter()
+    scored = parts.scorer.score([(batch.tasks[r.group], truncate_completion(r.text)) for r in hinted])
+    rollouts, rewards = list(batch.rollouts), list(batch.rewards)
+    for g in failed:
+        passing = [(r, s) for r, s in zip(hinted, scored) if r.group == g and s.all_passed][:size - 1]
+        for slot, (rollout, reward) in enumerate(passing, start=g * size):
+            rollouts[slot], rewards[slot] = rollout, reward
+    cost = GenerationStats(batch.generation.wall_s + generation.wall_s, batch.generation.busy_s + generation.busy_s,
+                           batch.generation.tokens + generation.tokens, max(batch.generation.actors, generation.actors))
+    return ScoredBatch(batch.step, batch.tasks, rollouts, rewards, cost,
+                       batch.sandbox_s + time.perf_counter() - start)
+
+
 def learner_batch(batch: ScoredBatch, cfg: JobConfig, pad_token_id: int, eos_token_id: int | None) -> RolloutBatch:
     """Rewards → advantages within each prompt's group → the learner's batch."""
     rewards = torch.tensor([r.reward for r in batch.rewards], dtype=torch.float32)
@@ -186,6 +220,7 @@ def step_metrics(batch: ScoredBatch, learner: dict, learner_s: float, version: i
         "arness_local": sum(r.arness_local for r in rollouts) / max(len(rollouts), 1),
         "arness_global": sum(r.arness_global for r in rollouts) / max(len(rollouts), 1),
         "parallel_fraction": sum(r.parallel_fraction for r in rollouts) / max(len(rollouts), 1),
+        "inpainted_frac": sum(r.hinted > 0 for r in rollouts) / max(len(rollouts), 1),
         "rollout_tokens_per_s": batch.generation.tokens_per_s,
         "rollout_idle_frac": batch.generation.idle_fraction,
         "sandbox_execs_per_s": len(rewards) / batch.sandbox_s if batch.sandbox_s > 0 else 0.0,
@@ -274,6 +309,10 @@ def train(cfg: JobConfig, parts: Parts, train_tasks: list[Task], heldout: list[T
     def roll_out(s: int, tasks: list[Task]) -> ScoredBatch:
         batch = sample_and_score(parts, tasks, num_generations=cfg.grpo.num_generations,
                                  sampling=cfg.rollout.sampling, seed=cfg.run.seed * 7919 + s, step=s)
+        if cfg.run.inpaint:
+            batch = inpaint_failed_groups(parts, batch, num_generations=cfg.grpo.num_generations,
+                                          sampling=cfg.rollout.sampling, seed=cfg.run.seed * 7919 + s + HINT_SEED,
+                                          hint_ratio=cfg.run.inpaint_hint_ratio, share=cfg.run.inpaint_share)
         if cfg.run.drop_equal_groups:
             batch = informative_groups(batch, cfg.grpo.num_generations, cfg.run.prompts_per_step)
         return batch

@@ -8,11 +8,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt to complete ``G`` times; ``group`` numbers it within the step's batch."""
+    """A prompt to complete ``G`` times; ``group`` numbers it within the step's batch.
+
+    ``hint`` (inpainting, ``run.inpaint``): a reference completion whose tokens are each given
+    to the sampler with probability ``hint_ratio``, a fresh draw for every completion, so the
+    model decodes the rest around them.
+    """
 
     task_id: str
     text: str
     group: int = 0
+    hint: str = ""
+    hint_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,8 @@ class Rollout:
     ``order[j]`` is the denoising step that committed position ``j`` (the decoding order
     behind AR-ness and the dashboard's rollout viewer); ``version`` is the weight version
     that generated it; ``parallel_fraction`` is the share of the answer's tokens committed in
-    the same step as others of the row (parallel decoding, 0 with one token per step).
+    the same step as others of the row (parallel decoding, 0 with one token per step);
+    ``hinted`` counts the positions given by an inpainting hint rather than decoded.
     """
 
     task_id: str
@@ -39,6 +47,7 @@ class Rollout:
     version: int
     worker_id: str
     parallel_fraction: float = 0.0
+    hinted: int = 0
 
 
 @dataclass

@@ -62,6 +62,22 @@ class RolloutWorker:
         """Serve ``weights`` (a state dict, or an object-store reference to one) as ``version``."""
         return self.set_weights(version, [weights], rewind)
 
+    def _hints(self, prompts: list[Prompt], num_generations: int, length: int, seed: int) -> list[list[int]] | None:
+        """The sampler's ``given`` rows: for a prompt with a hint, each token of the hint (its
+        EOS included) kept with probability ``hint_ratio``, drawn per completion; ``None``
+        when no prompt has a hint (plain decoding)."""
+        if not any(p.hint for p in prompts):
+            return None
+        draw = torch.Generator().manual_seed(int(seed) + 1)
+        rows = []
+        for prompt in prompts:
+            ids = self.tokenizer.encode(prompt.hint, add_special_tokens=False) if prompt.hint else []
+            ids = (ids + [self.model.eos_token_id] * (self.model.eos_token_id is not None))[:length]
+            for _ in range(num_generations):
+                keep = torch.rand(len(ids), generator=draw) < prompt.hint_ratio
+                rows.append([t if k else -1 for t, k in zip(ids, keep.tolist())])
+        return rows
+
     def generate(self, prompts: list[Prompt], *, num_generations: int, sampling: SamplingConfig, seed: int,
                  min_version: int = 0, holder: list | None = None) -> tuple[list[Rollout], GenerationStats]:
         """``num_generations`` completions of each prompt, prompt-major, and what they cost.
@@ -76,7 +92,8 @@ class RolloutWorker:
         for prompt in prompts:
             ids = self.tokenizer.encode(prompt.text, add_special_tokens=False)
             prompt_ids.extend([ids] * num_generations)
-        gen = dllm.generate(self.model, prompt_ids, seed=seed, **sampling.model_dump())
+        given = self._hints(prompts, num_generations, sampling.max_new_tokens, seed)
+        gen = dllm.generate(self.model, prompt_ids, seed=seed, given=given, **sampling.model_dump())
         elapsed = time.perf_counter() - start
         eos = {self.model.eos_token_id, self.model.pad_token_id} - {None}
         out = []
@@ -91,6 +108,7 @@ class RolloutWorker:
                 completion_len=len(completion) + int(ends_with_eos),
                 text=self.tokenizer.decode(completion, skip_special_tokens=True), order=order,
                 arness_local=local_arness(order[:answer], 1), arness_global=global_arness(order[:answer], 1),
-                version=self.version, worker_id=self.worker_id, parallel_fraction=float(gen.parallel_fraction[i])))
+                version=self.version, worker_id=self.worker_id, parallel_fraction=float(gen.parallel_fraction[i]),
+                hinted=sum(t >= 0 for t in given[i]) if given else 0))
         tokens_total = len(gen.completions) * (gen.sequences.shape[1] - gen.prompt_len)
         return out, GenerationStats(wall_s=elapsed, busy_s=elapsed, tokens=tokens_total, actors=1)

@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 N_STEPS = 24
 EVAL_STEPS = (0, 6, 12, 18)
-METRIC_CHARTS = ["reward", "loss", "kl", "clip", "ratio", "grad", "lr", "arness", "tokens", "execs", "learner", "idle",
+METRIC_CHARTS = ["reward", "loss", "kl", "clip", "ratio", "grad", "lr", "arness", "inpaint", "tokens", "execs", "learner", "idle",
                  "versions"]
 BODY = '''    counts = {}
     for word in text.split():
@@ -91,7 +91,7 @@ def _metrics(step: int) -> dict:
             "reward_std": 0.5 - 0.1 * (1 - math.exp(-x)), "pass_rate": 0.15 + 0.3 * (1 - math.exp(-x)),
             "kl": 1e-4 * step, "loss": 0.02 * math.cos(x), "clip_frac": 0.03 + 0.01 * math.sin(x),
             "arness_local": 0.92 - 0.1 * (1 - math.exp(-x)), "arness_global": 0.8 - 0.12 * (1 - math.exp(-x)),
-            "parallel_fraction": 0.3 + 0.1 * math.sin(x),
+            "parallel_fraction": 0.3 + 0.1 * math.sin(x), "inpainted_frac": 0.05 * (step % 3),
             "rollout_tokens_per_s": 1500 + 80 * math.sin(x), "sandbox_execs_per_s": 40 + 3 * math.cos(x),
             "learner_step_s": 3.1 + 0.2 * math.sin(2 * x), "rollout_idle_frac": 0.2 + 0.05 * math.sin(x),
             "grad_norm": 0.5 + 0.1 * math.cos(x), "lr": 1e-6 * min(1.0, (step + 1) / 5),

@@ -49,6 +49,22 @@ def test_worker_returns_groups_orders_and_arness(tiny_model_dir):
     assert cost.tokens == 6 * 8 and cost.busy_s > 0
 
 
+def test_worker_inpaints_hints_drawn_per_completion(tiny_model_dir):
+    worker = RolloutWorker(str(tiny_model_dir))
+    hint = "    return a + b\n"
+    ids = worker.tokenizer.encode(hint, add_special_tokens=False) + [worker.model.eos_token_id]
+    whole = Prompt("t0", "def add(a, b):\n", 0, hint=hint, hint_ratio=1.0)
+    half = Prompt("t1", "def add(a, b):\n", 1, hint=hint, hint_ratio=0.5)
+    rollouts, _ = worker.generate([whole, half, REQUESTS[2]], num_generations=6, sampling=SAMPLING, seed=0)
+    for r in rollouts[:6]:  # every token given: the reference completion, EOS included
+        assert r.completion_ids[:len(ids)] == ids and r.hinted == len(ids) and r.text == hint
+    halves = rollouts[6:12]
+    assert 0 < sum(r.hinted for r in halves) < 6 * len(ids)
+    assert len({r.hinted for r in halves}) > 1  # a fresh draw for each completion
+    assert all(sum(a == b for a, b in zip(r.completion_ids, ids)) >= r.hinted for r in halves)
+    assert all(r.hinted == 0 for r in rollouts[12:])  # a prompt without a hint is decoded freely
+
+
 def test_worker_refuses_stale_weights(tiny_model_dir):
     worker = RolloutWorker(str(tiny_model_dir))
     assert worker.set_weights(2, [_weights(tiny_model_dir, 0.5)]) == 2

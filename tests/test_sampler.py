@@ -130,3 +130,28 @@ def test_top_p_sampling_only_draws_kept_tokens(tiny_dream):
                         seed=0)
     greedy = dllm.generate(tiny_dream, [[1, 2, 3]], max_new_tokens=6, steps=1, temperature=0.0)
     assert all(row == greedy.sequences[0, 3:].tolist() for row in gen.sequences[:, 3:].tolist())
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_given_tokens_stay_put_and_the_rest_is_decoded(tiny_dream, cache):
+    given = [[7, -1, 9, -1, -1, -1, 11, -1], []]  # second row: nothing given
+    gen = dllm.generate(tiny_dream, PROMPTS, max_new_tokens=8, steps=4, temperature=1.0, seed=1,
+                        block_size=4, cache=cache, given=given)
+    completion = gen.sequences[:, gen.prompt_len:]
+    assert completion[0, [0, 2, 6]].tolist() == [7, 9, 11]
+    assert gen.order[0, [0, 2, 6]].tolist() == [0, 0, 0]
+    assert not (completion == MASK).any() and (gen.order >= 0).all()
+
+
+def test_fully_given_rows_come_back_as_given(tiny_dream):
+    rows = [[5, 6, 7, 8], [9, 10, 11, 12]]
+    gen = dllm.generate(tiny_dream, PROMPTS, max_new_tokens=4, steps=2, temperature=1.0, seed=0, given=rows)
+    assert gen.sequences[:, gen.prompt_len:].tolist() == rows
+    assert gen.steps_run == 0  # nothing left to decode: no model pass
+
+
+@pytest.mark.parametrize("given, message", [([[1]], "given has 1 rows for 2 prompts"),
+                                             ([[1] * 9, []], "longer than max_new_tokens")])
+def test_bad_given_is_refused(tiny_dream, given, message):
+    with pytest.raises(DLLMError, match=message):
+        dllm.generate(tiny_dream, PROMPTS, max_new_tokens=8, steps=4, given=given)

@@ -40,6 +40,8 @@ const METRIC_CHARTS = [
   { id: 'lr', title: 'Learning rate', series: [['lr', 'lr']] },
   { id: 'arness', title: 'Decoding order: AR-ness (1 = left-to-right), tokens committed in parallel',
     series: [['arness_local', 'local@1'], ['arness_global', 'global@1'], ['parallel_fraction', 'parallel']] },
+  { id: 'inpaint', title: 'Share of the batch inpainted with hints (run.inpaint)',
+    series: [['inpainted_frac', 'inpainted']] },
   { id: 'tokens', title: 'Rollout throughput (tokens/s)', series: [['rollout_tokens_per_s', 'tokens/s']] },
   { id: 'execs', title: 'Sandbox executions/s', series: [['sandbox_execs_per_s', 'execs/s']] },
   { id: 'learner', title: 'Learner step time (s)', series: [['learner_step_s', 'seconds']] },
