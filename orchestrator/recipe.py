@@ -153,9 +153,10 @@ def inpaint_failed_groups(parts: Parts, batch: ScoredBatch, *, num_generations: 
     weighted by their advantage, which is the point (a skill shown, not only found).
     """
     size = num_generations
+    groups = [batch.rewards[g * size:(g + 1) * size] for g in range(len(batch.tasks))]
     failed = [g for g, task in enumerate(batch.tasks)
-              if task.canonical_solution and not any(r.all_passed for r in batch.rewards[g * size:(g + 1) * size])
-              and len({r.reward for r in batch.rewards[g * size:(g + 1) * size]}) == 1]
+              if task.canonical_solution and not any(r.all_passed for r in groups[g])
+              and len({r.reward for r in groups[g]}) == 1]
     if not failed:
         return batch
     prompts = [Prompt(batch.tasks[g].task_id, batch.tasks[g].prompt, g, hint=batch.tasks[g].canonical_solution or "",

@@ -24,8 +24,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 N_STEPS = 24
 EVAL_STEPS = (0, 6, 12, 18)
-METRIC_CHARTS = ["reward", "loss", "kl", "clip", "ratio", "grad", "lr", "arness", "inpaint", "tokens", "execs", "learner", "idle",
-                 "versions"]
+METRIC_CHARTS = ["reward", "loss", "kl", "clip", "ratio", "grad", "lr", "arness", "inpaint", "tokens", "execs",
+                 "learner", "idle", "versions"]
 BODY = '''    counts = {}
     for word in text.split():
         counts[word] = counts.get(word, 0) + 1

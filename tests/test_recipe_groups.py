@@ -41,7 +41,6 @@ def test_oversampling_draws_more_prompts_only_when_dropping():
     assert cfg.run.prompts_drawn() == 12
 
 
-
 class _HintedRollouts:
     """Records the hinted prompts it is asked for and answers each with labelled completions."""
 
