@@ -64,6 +64,9 @@ class GRPOConfig(BaseModel):
     scale_rewards: bool = Field(False, description="divide advantages by the group's reward std (+ advantage_eps); "
                                                    "false: advantage = reward - group mean")
     advantage_eps: float = Field(1e-4, gt=0.0, description="added to the group std when scale_rewards is true")
+    negative_weight: float = Field(1.0, ge=0.0, le=1.0, description="scale of the below-mean advantages (1: GRPO; 0: "
+                                                                    "only completions that beat their group are "
+                                                                    "reinforced, none pushed down)")
     loss_normalisation: Literal["tokens", "sequence"] = Field(
         "tokens", description="tokens: sum over all completion tokens of the batch / their count (reference); "
                               "sequence: mean per completion, then over completions")

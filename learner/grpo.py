@@ -29,8 +29,13 @@ from learner.errors import LearnerError
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int | None = None, *, scale_rewards: bool = False,
-                     eps: float = 1e-4) -> torch.Tensor:
+                     eps: float = 1e-4, negative_weight: float = 1.0) -> torch.Tensor:
     """``A_i = r_i - mean_group(r)`` (``/ (std_group(r) + eps)`` when ``scale_rewards``).
+
+    ``negative_weight`` scales the below-mean advantages only: 1 is GRPO, 0 reinforces only
+    the completions that beat their group (no push-down of the others). Pushing down a failed
+    completion also pushes down every token it shares with the passing ones, which is noise
+    that a small model at a high learning rate may not survive.
 
     ``rewards`` is ``[num_prompts, G]``, or flat ``[num_prompts * G]`` grouped prompt-major
     (rows ``i*G .. i*G+G-1`` share a prompt) with ``num_generations = G``. The std is the
@@ -52,6 +57,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int | None = None, 
     if scale_rewards:
         std = grouped.std(dim=1, keepdim=True) if grouped.shape[1] > 1 else torch.zeros_like(grouped[:, :1])
         adv = adv / (std + eps)
+    if negative_weight != 1.0:
+        adv = torch.where(adv < 0, adv * negative_weight, adv)
     return adv.reshape(rewards.shape)
 
 

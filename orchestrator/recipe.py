@@ -180,7 +180,8 @@ def learner_batch(batch: ScoredBatch, cfg: JobConfig, pad_token_id: int, eos_tok
     """Rewards → advantages within each prompt's group → the learner's batch."""
     rewards = torch.tensor([r.reward for r in batch.rewards], dtype=torch.float32)
     g = cfg.grpo
-    advantages = group_advantages(rewards, g.num_generations, scale_rewards=g.scale_rewards, eps=g.advantage_eps)
+    advantages = group_advantages(rewards, g.num_generations, scale_rewards=g.scale_rewards, eps=g.advantage_eps,
+                                  negative_weight=g.negative_weight)
     return from_token_rows([r.prompt_ids for r in batch.rollouts], [r.completion_ids for r in batch.rollouts],
                            advantages, pad_token_id=pad_token_id, eos_token_id=eos_token_id, step=batch.step,
                            versions=[r.version for r in batch.rollouts])

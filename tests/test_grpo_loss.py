@@ -156,6 +156,15 @@ def test_group_advantages():
         group_advantages(r, num_generations=3)
 
 
+def test_negative_weight_scales_only_below_mean_advantages():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [3.0, 1.0, 1.0, 1.0]])
+    plain = group_advantages(r)
+    half = group_advantages(r, negative_weight=0.5)
+    assert torch.equal(half[plain > 0], plain[plain > 0])
+    assert torch.allclose(half[plain < 0], 0.5 * plain[plain < 0])
+    assert torch.equal(group_advantages(r, negative_weight=0.0).clamp(max=0), torch.zeros_like(r))
+
+
 def test_config_defaults_follow_the_reference_recipe():
     c = GRPOConfig()
     assert (c.estimator, c.num_pairs, c.t_range, c.full_pass_included, c.p_mask_prompt) == \
@@ -172,7 +181,7 @@ def test_config_defaults_follow_the_reference_recipe():
 @pytest.mark.parametrize("model, bad, field", [
     (GRPOConfig, {"estimator": "exact"}, "grpo.estimator"), (GRPOConfig, {"t_range": (0.5, 0.2)}, "t_range"),
     (GRPOConfig, {"epsilon": 1.5}, "grpo.epsilon"), (GRPOConfig, {"num_generations": 1}, "grpo.num_generations"),
-    (GRPOConfig, {"beta": -0.1}, "grpo.beta"), (GRPOConfig, {"num_iteration": 2}, "grpo.num_iteration: unknown"),
+    (GRPOConfig, {"beta": -0.1}, "grpo.beta"), (GRPOConfig, {"negative_weight": 1.5}, "grpo.negative_weight"), (GRPOConfig, {"num_iteration": 2}, "grpo.num_iteration: unknown"),
     (LearnerConfig, {"zero_stage": 4}, "learner.zero_stage"), (LearnerConfig, {"lr": 0}, "learner.lr"),
     (LearnerConfig, {"adam_betas": (0.9, 1.2)}, "adam_betas"),
 ])

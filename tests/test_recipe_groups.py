@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rollout.record import GenerationStats, Rollout
 from orchestrator.config import demo_config, with_overrides
-from orchestrator.recipe import ScoredBatch, informative_groups
+from orchestrator.recipe import ScoredBatch, informative_groups, learner_batch
 from sandbox.rewards import RewardResult
 from tasks.record import Task
 
@@ -35,10 +35,9 @@ def test_a_batch_without_signal_is_kept_whole():
 
 
 def test_oversampling_draws_more_prompts_only_when_dropping():
-    cfg = demo_config()
-    assert cfg.run.prompts_drawn() == cfg.run.prompts_per_step
-    cfg = with_overrides(cfg, ["run.drop_equal_groups=true", "run.oversample=1.5", "run.prompts_per_step=8"])
-    assert cfg.run.prompts_drawn() == 12
+    cfg = with_overrides(demo_config(), ["run.oversample=1.5", "run.prompts_per_step=8"])
+    assert with_overrides(cfg, ["run.drop_equal_groups=false"]).run.prompts_drawn() == 8
+    assert with_overrides(cfg, ["run.drop_equal_groups=true"]).run.prompts_drawn() == 12
 
 
 class _HintedRollouts:
@@ -108,3 +107,11 @@ def test_inpainting_swaps_in_passing_hinted_completions_but_never_the_whole_grou
                                               "hinted-1-1", "hinted-1-3", "g1-2", "g1-3"]
     assert [r.all_passed for r in out.rewards] == [True, True, True, False, True, True, False, False]
     assert out.generation.wall_s == 3.0 and out.generation.tokens == 15 and out.tasks == batch.tasks
+
+
+def test_the_job_configs_negative_weight_reaches_the_learners_advantages():
+    batch = _batch([[0.5, 2.5], [2.5, 0.5]])
+    for weight, expected in [(1.0, [-1.0, 1.0, 1.0, -1.0]), (0.0, [0.0, 1.0, 1.0, 0.0])]:
+        cfg = with_overrides(demo_config(), ["grpo.num_generations=2", f"grpo.negative_weight={weight}"])
+        out = learner_batch(batch, cfg, pad_token_id=0, eos_token_id=None)
+        assert out.advantages.tolist() == expected
