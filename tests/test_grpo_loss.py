@@ -181,7 +181,8 @@ def test_config_defaults_follow_the_reference_recipe():
 @pytest.mark.parametrize("model, bad, field", [
     (GRPOConfig, {"estimator": "exact"}, "grpo.estimator"), (GRPOConfig, {"t_range": (0.5, 0.2)}, "t_range"),
     (GRPOConfig, {"epsilon": 1.5}, "grpo.epsilon"), (GRPOConfig, {"num_generations": 1}, "grpo.num_generations"),
-    (GRPOConfig, {"beta": -0.1}, "grpo.beta"), (GRPOConfig, {"negative_weight": 1.5}, "grpo.negative_weight"), (GRPOConfig, {"num_iteration": 2}, "grpo.num_iteration: unknown"),
+    (GRPOConfig, {"beta": -0.1}, "grpo.beta"), (GRPOConfig, {"num_iteration": 2}, "grpo.num_iteration: unknown"),
+    (GRPOConfig, {"negative_weight": 1.5}, "grpo.negative_weight"),
     (LearnerConfig, {"zero_stage": 4}, "learner.zero_stage"), (LearnerConfig, {"lr": 0}, "learner.lr"),
     (LearnerConfig, {"adam_betas": (0.9, 1.2)}, "adam_betas"),
 ])
