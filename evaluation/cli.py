@@ -29,6 +29,15 @@ def register(subparsers) -> None:
                     help="completion length in tokens (default: the model's pretrain.json value, else 48)")
     ev.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
     ev.add_argument("--alg", default="entropy", help="unmasking order: entropy, maskgit_plus, topk_margin, origin")
+    ev.add_argument("--block-size", type=int, default=None, metavar="B",
+                    help="decode in blocks of B tokens, left to right (default: one block); the demo job "
+                         "samples with 16")
+    ev.add_argument("--cache", choices=("none", "prefix", "dual"), default="none",
+                    help="Fast-dLLM's approximate KV cache, refreshed at each block's start (default none; the "
+                         "demo job uses dual)")
+    ev.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also evaluate this model folder on the same tasks with the same seeds and print the "
+                         "paired change of pass@k (each task against itself) with its standard error")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first L tasks")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--batch-size", type=int, default=32, help="sequences per sampler call (default 32)")
@@ -82,6 +91,8 @@ def _eval(args) -> int:
     source, split = loader.resolve_split(args.split)
     model_dir = Path(args.model)
     _check_model_dir(model_dir)
+    if args.baseline:
+        _check_model_dir(Path(args.baseline))
     if args.max_new_tokens is None:
         args.max_new_tokens = _model_completion_length(model_dir)
     n = args.n or max(args.k)
@@ -90,6 +101,8 @@ def _eval(args) -> int:
                         ("--workers", args.workers)):
         if value < 1:
             raise TaskError(f"{name} must be >= 1 (got {value})")
+    if args.block_size is not None and (args.block_size < 1 or args.max_new_tokens % args.block_size):
+        raise TaskError(f"--block-size must divide --max-new-tokens ({args.max_new_tokens}); got {args.block_size}")
     steps = args.steps or args.max_new_tokens
     if not 1 <= steps <= args.max_new_tokens:
         raise TaskError(f"--steps must be between 1 and --max-new-tokens ({args.max_new_tokens}); got {steps}")
@@ -97,8 +110,8 @@ def _eval(args) -> int:
 
     import dllm  # noqa: PLC0415
 
-    model = dllm.load_model(model_dir)
-    tokenizer = dllm.load_tokenizer(model_dir)
+    models = {"model": model_dir, **({"baseline": Path(args.baseline)} if args.baseline else {})}
+    loaded = {role: (dllm.load_model(d), dllm.load_tokenizer(d)) for role, d in models.items()}
     pool = _ray_pool(args) if args.ray_sandbox else None
     modes = [("full", steps)] + ([("half", max(1, steps // 2))] if args.half_steps else [])
     runs = []
@@ -106,11 +119,17 @@ def _eval(args) -> int:
         for mode, s in modes:
             print(f"eval {args.split}: {len(tasks)} tasks x {n} samples, T={temperature}, steps={s} ({mode})",
                   file=sys.stderr)
-            result = evaluate(model, tokenizer, tasks, k_list=args.k, temperature=temperature, steps=s, n=n,
-                              max_new_tokens=args.max_new_tokens, top_p=args.top_p, alg=args.alg,
-                              batch_size=args.batch_size, seed=args.seed, workers=args.workers,
-                              backend=args.backend, pool=pool, progress=True, keep_samples=args.samples)
+            results = {role: evaluate(
+                model, tokenizer, tasks, k_list=args.k, temperature=temperature, steps=s, n=n,
+                max_new_tokens=args.max_new_tokens, top_p=args.top_p, alg=args.alg, block_size=args.block_size,
+                cache=args.cache, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                backend=args.backend, pool=pool, progress=True, keep_samples=args.samples)
+                for role, (model, tokenizer) in loaded.items()}
+            result = results["model"]
             result.update({"split": args.split, "steps_mode": mode, "model": str(model_dir)})
+            if "baseline" in results:
+                result["vs_baseline"] = _paired_change(results["baseline"], result, sorted(set(args.k)))
+                result["vs_baseline"]["model"] = args.baseline
             runs.append(result)
     _print_summary(runs, sorted(set(args.k)), to_stderr=args.json == "-")
     write_json(args.json, {"runs": runs})
@@ -163,6 +182,18 @@ def _ray_pool(args):
     return SandboxPool(args.ray_sandbox, args.backend, Limits())
 
 
+def _paired_change(baseline: dict, result: dict, ks: list[int]) -> dict:
+    """pass@k of ``result`` minus ``baseline``'s, task by task (same tasks, same seeds)."""
+    from evaluation.stats import paired_difference  # noqa: PLC0415
+
+    def counts(r: dict) -> list[tuple[int, int]]:
+        return [(t["n"], t["correct"]) for t in r["per_task"]]
+
+    change = {str(k): paired_difference(counts(baseline), counts(result), k) for k in ks}
+    return {"pass_at_k": baseline["pass_at_k"], "pass_at_k_se": baseline["pass_at_k_se"],
+            "change": {k: e.mean for k, e in change.items()}, "change_se": {k: e.se for k, e in change.items()}}
+
+
 def _print_summary(runs: list[dict], ks: list[int], to_stderr: bool = False) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -178,6 +209,13 @@ def _print_summary(runs: list[dict], ks: list[int], to_stderr: bool = False) -> 
                       f"{r['gen_seconds']:.1f}", f"{r['exec_seconds']:.1f}",
                       ", ".join(f"{s} {c}" for s, c in sorted(r["statuses"].items())))
     Console(stderr=to_stderr).print(table)
+    for r in runs:
+        if "vs_baseline" in r:
+            b = r["vs_baseline"]
+            print(f"T={r['temperature']:g}, {r['steps']} steps ({r['steps_mode']}), against {b['model']}: " + "; ".join(
+                f"pass@{k} {100 * b['pass_at_k'][str(k)]:.1f}% ± {100 * b['pass_at_k_se'][str(k)]:.1f} -> "
+                f"{100 * r['pass_at_k'][str(k)]:.1f}%, change {100 * b['change'][str(k)]:+.1f} points "
+                f"(paired se {100 * b['change_se'][str(k)]:.1f})" for k in ks), file=sys.stderr if to_stderr else None)
     limited = sum(r.get("harness_limited", 0) for r in runs)
     if limited:
         print(f"{limited} program(s) failed only because a test needs more than plain data to reach the "

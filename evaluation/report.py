@@ -154,7 +154,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "decoupled = full pass + 2 independent masks (3), d1 = 3 fully masked passes with random prompt masks.", "",
         *rows, "", *verdict, "",
         f"One held-out task is {one_task:.1f} points of pass@1 here; pass@1 at T=0.2 averages "
-        f"{s.get('pass1_samples', 1)} completion(s) per task. ± is the standard error over tasks; changes are "
+        f"{s.get('pass1_samples', 1)} completion(s) per task, sampled like the rollouts (blocks of "
+        f"{r['sampling'].get('block_size')}, cache {r['sampling'].get('cache')}). ± is the standard error over "
+        "tasks; changes are "
         "paired (each task against itself, same sampling seed), so their standard error is smaller than the two "
         "scores' together. "
         "Training reward (maximum 2.5: 2 × fraction of tests passed + 0.5 for a well-formed run), averaged over the "
@@ -166,11 +168,13 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "![pass rates](results/pass_rates.png)", "",
         "![AR-ness vs temperature](results/arness_vs_temperature.png)", "",
         "## How it was run", "",
-        f"Each job is the demo job (`orchestrator/demo.yaml`: {r['actors']} rollout actors, {sb['workers']} sandbox "
+        f"Each job is the demo job on the long schedule (`orchestrator/demo.yaml` with "
+        "`orchestrator/config.py`'s `LONG_SCHEDULE`: "
+        f"{r['actors']} rollout actors, {sb['workers']} sandbox "
         f"workers, {lr['workers']} DeepSpeed learner, G={g['num_generations']} completions for "
         f"{job['run']['prompts_per_step']} prompts per step at T={r['sampling']['temperature']}, lr {lr['lr']:g}, "
         f"μ={g['num_iterations']}, "
-        f"β={g['beta']}, KL clamp {g.get('kl_clamp')})"
+        f"β={g['beta']}, below-mean advantages × {g.get('negative_weight', 1)}, KL clamp {g.get('kl_clamp')})"
         + (f" with `{' '.join('--set ' + x for x in overrides)}`" if overrides else "")
         + " and only the estimator changed, run in-process on a local Ray cluster; the exported model "
         "of each job is then evaluated with `cgrpo eval`'s code on the held-out split, every program executed in "

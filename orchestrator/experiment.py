@@ -1,10 +1,12 @@
 """`cgrpo experiment`: does it learn? coupled vs. decoupled vs. d1 at equal forward-pass cost.
 
-From the shipped tiny model, runs one short RL job per estimator with the same code users
-run at scale (Ray actors, sandbox pool, DeepSpeed learner), then evaluates the untrained
-baseline and every result on the held-out split: pass@1 at T=0.2 with full and half
-denoising steps, pass@8 at T=1.2, local/global AR-ness at T=0.2 and T=1.2. Writes
-``docs/results.md`` with the table, the plots and how it was run.
+From the shipped tiny model, runs one RL job per estimator (the demo's recipe on the long
+schedule of ``bench/learning.py``, ``orchestrator.config.LONG_SCHEDULE``) with the same code
+users run at scale (Ray actors, sandbox pool, DeepSpeed learner), then evaluates the untrained
+baseline and every result on the held-out split with the job's sampler: pass@1 at T=0.2 with
+full and half denoising steps, pass@8 at T=1.2, local/global AR-ness (plain sampler, where the
+order is the model's own) at T=0.2 and T=1.2. Writes ``docs/results.md`` with the table, the
+plots and how it was run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from errors import ConfigError
 from evaluation.report import write_report
-from orchestrator.config import REPO, demo_config, with_overrides
+from orchestrator.config import REPO, long_schedule_config, with_overrides
 
 # Forward passes per log-prob estimate, equal for the three estimators:
 # coupled: full + 1 complementary pair; decoupled: full + 2 independent masks; d1: 3 full-mask passes.
@@ -52,8 +54,11 @@ def evaluate_model(path: str, tasks, cfg, seed: int = 0, pass1_samples: int = 4)
     import dllm
     from evaluation.evaluate import evaluate
     model, tokenizer = dllm.load_model(path), dllm.load_tokenizer(path)
-    n_tok, steps = cfg.rollout.sampling.max_new_tokens, cfg.rollout.sampling.steps
-    common = dict(max_new_tokens=n_tok, seed=seed, workers=2, backend=cfg.sandbox.backend)
+    sampling = cfg.rollout.sampling
+    n_tok, steps = sampling.max_new_tokens, sampling.steps
+    # the job's sampler, blocks and cache included: the policy is trained and served through it
+    common = dict(max_new_tokens=n_tok, block_size=sampling.block_size, cache=sampling.cache, seed=seed, workers=2,
+                  backend=cfg.sandbox.backend)
     start = time.perf_counter()
     n = pass1_samples
     full = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, temperature=0.2, steps=steps, **common)
@@ -80,18 +85,18 @@ def run_experiment(args) -> dict:
     from orchestrator.driver import run_job
     from orchestrator.job_commands import require_redis
     from tasks import load_job_tasks
-    base = with_overrides(demo_config(), args.set)
-    base.run.steps = args.steps
+    base = with_overrides(long_schedule_config(), args.set)
+    base.run.steps = args.steps or base.run.steps
     # In-job held-out evaluations (start, every eval_every steps, end) give pass@1 vs. step.
-    base.run.eval_every = args.eval_every if args.eval_every is not None else max(1, args.steps // 4)
+    base.run.eval_every = args.eval_every if args.eval_every is not None else max(1, base.run.steps // 4)
     base.run.checkpoint_every = 0
     base.run.seed = args.seed
     base.run.eval_tasks = args.eval_tasks or 10**6
     client = require_redis(base.redis.url)  # jobs log to Redis: fail now, not after the baseline evaluation
     _, heldout = load_job_tasks(base.tasks)
     heldout = heldout[: base.run.eval_tasks]
-    results = {"settings": {"steps": args.steps, "seed": args.seed, "eval_tasks": len(heldout), "overrides": args.set,
-                            "pass1_samples": args.pass1_samples,
+    results = {"settings": {"steps": base.run.steps, "seed": args.seed, "eval_tasks": len(heldout),
+                            "overrides": args.set, "pass1_samples": args.pass1_samples,
                             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
                             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "config": base.model_dump(mode="json")},
                "models": {}, "curves": {}, "evals": {}}
@@ -105,7 +110,7 @@ def run_experiment(args) -> dict:
             cfg = base.model_copy(update={"grpo": base.grpo.model_copy(update=ESTIMATOR_SETTINGS[name])})
             job_id = f"experiment-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
             start = time.perf_counter()
-            print(f"training with the {name} estimator ({args.steps} steps) ...", flush=True)
+            print(f"training with the {name} estimator ({base.run.steps} steps) ...", flush=True)
             summary = run_job(cfg, job_id, on_step=lambda s, m: print(
                 f"  {name} step {s}: reward {m['reward_mean']:.3f} pass {m['pass_rate']:.2f}", flush=True))
             train_s = time.perf_counter() - start
@@ -173,17 +178,19 @@ def positive_int(text: str) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("experiment", help="coupled vs. decoupled vs. d1 from the shipped model → docs/results.md",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=positive_int, default=60, help="RL steps per estimator (default 60)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="RL steps per estimator (default: the long schedule's 200, as bench/learning.py)")
     p.add_argument("--estimators", nargs="+", default=list(ESTIMATOR_SETTINGS), choices=list(ESTIMATOR_SETTINGS))
     p.add_argument("--eval-tasks", type=positive_int, default=None,
                    help="held-out tasks evaluated (default: all 228 of the built-in held-out split)")
     p.add_argument("--eval-every", type=positive_int, default=None,
                    help="RL steps between the in-job held-out evaluations (default: a quarter of --steps)")
-    p.add_argument("--pass1-samples", type=positive_int, default=4,
-                   help="completions per task behind each pass@1 at T=0.2 (default 4)")
+    p.add_argument("--pass1-samples", type=positive_int, default=8,
+                   help="completions per task behind each pass@1 at T=0.2 (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field of the demo job config for every job (repeatable), e.g. "
+                   help="override a field of the job config (the demo's, on the long schedule) for every job "
+                        "(repeatable), e.g. "
                         "--set learner.lr=1e-4 --set rollout.sampling.temperature=0.8; fields: docs/config.md")
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--report-from", default=None, metavar="RESULTS_JSON",

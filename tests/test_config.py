@@ -69,6 +69,18 @@ def test_demo_and_deploy_examples_validate(repo_root):
         parse_config(data, str(path))
 
 
+def test_long_schedule_changes_only_the_steps_and_the_rate_of_the_demo_recipe():
+    """bench/learning.py and `cgrpo experiment` claim to train the demo's recipe: anything else
+    drifting apart from demo.yaml would make that untrue."""
+    from orchestrator.config import demo_config, long_schedule_config
+
+    demo, long = demo_config().model_dump(), long_schedule_config().model_dump()
+    changed = {(section, key) for section in demo for key in demo[section]
+               if isinstance(demo[section], dict) and demo[section][key] != long[section][key]}
+    assert changed == {("learner", "lr"), ("run", "steps")}
+    assert long["run"]["steps"] > demo["run"]["steps"] and long["learner"]["lr"] > demo["learner"]["lr"]
+
+
 def test_cli_prints_the_error_without_traceback(tmp_path):
     bad = tmp_path / "job.yaml"
     bad.write_text("learner:\n  workers: -1\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.evaluate import evaluate, evaluate_completions, truncate_completion
+from evaluation.evaluate import encode_prompt, evaluate, evaluate_completions, generate_completions, truncate_completion
 from evaluation.stats import mean_and_se, mean_pass_at_k, paired_difference, pass_at_k, pass_at_k_estimate
 from orchestrator.cli import main as cgrpo
 from tasks import TaskError, builtin_tasks
@@ -120,6 +120,23 @@ def test_evaluate_with_a_real_tiny_dllm(sandbox_ready, tiny_model_dir):
     assert again["samples"] == out["samples"]  # deterministic for a seed
 
 
+def test_generate_completions_samples_through_the_jobs_blocks_and_cache(tiny_model_dir):
+    """Evaluation with the job's sampler must decode exactly as dllm.generate does with its
+    blocks and cache (the bench compares models through it)."""
+    import dllm
+
+    model, tok = dllm.load_model(tiny_model_dir), dllm.load_tokenizer(tiny_model_dir)
+    tasks = builtin_tasks("heldout")[:2]
+    sampler = dict(temperature=1.0, steps=4, max_new_tokens=8, top_p=None, seed=3)
+    got, _ = generate_completions(model, tok, tasks, n=1, block_size=4, cache="dual", batch_size=1, **sampler)
+    prompts = [encode_prompt(tok, task.prompt) for task in tasks]
+    for b, i in enumerate(sorted(range(len(tasks)), key=lambda i: len(prompts[i]))):  # batched by length
+        ids = dllm.generate(model, [prompts[i]], block_size=4, cache="dual", **{**sampler, "seed": 3 + b})
+        assert got[i] == [tok.decode(ids.completions[0], skip_special_tokens=True)]
+    plain, _ = generate_completions(model, tok, tasks, n=1, batch_size=1, **sampler)
+    assert plain != got  # the blocks and cache reached the sampler
+
+
 # ---------------------------------------------------------------- CLI
 
 def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys, tiny_model_dir):
@@ -129,6 +146,7 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys, tiny_model_d
         (["eval", "--model", str(tmp_path)], "lacks config.json"),
         (["eval", "--model", str(tiny_model_dir), "--k", "1", "8", "--n", "4"], "raise --n to >= 8"),
         (["eval", "--model", str(tiny_model_dir), "--steps", "99", "--max-new-tokens", "8"], "--steps"),
+        (["eval", "--model", str(tiny_model_dir), "--block-size", "5", "--max-new-tokens", "8"], "--block-size"),
         (["eval", "--model", str(tiny_model_dir), "--split", f"jsonl:{tmp_path / 'x.jsonl'}"], "does not exist"),
     ]
     for argv, message in cases:
@@ -168,3 +186,24 @@ def test_cli_eval_end_to_end(sandbox_ready, tiny_model_dir, tmp_path, capsys):
     assert [(r["temperature"], r["steps"], r["steps_mode"]) for r in runs] == [
         (0.2, 4, "full"), (0.2, 2, "half"), (1.2, 4, "full"), (1.2, 2, "half")]
     assert all(r["num_tasks"] == 2 and r["n"] == 2 and set(r["pass_at_k"]) == {"1", "2"} for r in runs)
+
+
+def test_cli_eval_against_a_baseline_is_paired_task_by_task(sandbox_ready, tiny_model_dir, tmp_path, capsys):
+    shipped = str(REPO / "models" / "tiny-dllm")
+    common = ["--split", "validation", "--limit", "6", "--k", "1", "--n", "4", "--temperature", "1.0",
+              "--block-size", "16", "--cache", "dual"]
+    out = tmp_path / "self.json"
+    assert cgrpo(["eval", "--model", shipped, "--baseline", shipped, *common, "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    # against itself with the same seeds every completion repeats: no change, not even noise
+    assert run["pass_at_k"]["1"] > 0 and run["vs_baseline"]["pass_at_k"] == run["pass_at_k"]
+    assert run["vs_baseline"]["change"]["1"] == 0 and run["vs_baseline"]["change_se"]["1"] == 0
+    assert "change +0.0 points (paired se 0.0)" in capsys.readouterr().out
+
+    out = tmp_path / "vs_random.json"
+    assert cgrpo(["eval", "--model", shipped, "--baseline", str(tiny_model_dir), *common, "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    change = run["vs_baseline"]
+    assert change["model"] == str(tiny_model_dir)
+    assert change["change"]["1"] == pytest.approx(run["pass_at_k"]["1"] - change["pass_at_k"]["1"])
+    assert change["change"]["1"] > 0 and change["change_se"]["1"] > 0
