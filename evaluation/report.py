@@ -160,8 +160,9 @@ def write_report(results: dict, out: Path, command: str) -> None:
         "paired (each task against itself, same sampling seed), so their standard error is smaller than the two "
         "scores' together. "
         "Training reward (maximum 2.5: 2 × fraction of tests passed + 0.5 for a well-formed run), averaged over the "
-        "first and last ten steps of each job. Every job sees the same prompts with the same sampling seeds, so "
-        "the curves swing together with prompt difficulty and the gap between them is the estimators' effect:",
+        "first and last ten steps of each job. Every job draws the same prompts with the same sampling seeds "
+        "(with `run.drop_equal_groups`, which of them are kept depends on each job's rewards), so the curves "
+        "swing together with prompt difficulty and the gap between them is the estimators' effect:",
         "", *train_rows, "",
         "![reward curves](results/reward_curves.png)", "",
         "![pass@1 vs step](results/pass_vs_step.png)", "",
