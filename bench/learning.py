@@ -47,11 +47,9 @@ def pass_counts(model_dir: str, tasks: list, cfg, samples: int, seed: int) -> li
     import dllm
     from evaluation.evaluate import evaluate
 
-    s = cfg.rollout.sampling
     result = evaluate(dllm.load_model(model_dir), dllm.load_tokenizer(model_dir), tasks, k_list=(1,), n=samples,
-                      temperature=0.2, steps=s.steps, max_new_tokens=s.max_new_tokens, top_p=s.top_p, alg=s.alg,
-                      block_size=s.block_size, cache=s.cache, seed=seed, workers=2, backend=cfg.sandbox.backend,
-                      progress=True)
+                      **cfg.rollout.sampling.at(temperature=0.2).model_dump(), seed=seed, workers=2,
+                      backend=cfg.sandbox.backend, progress=True)
     return [(t["n"], t["correct"]) for t in result["per_task"]]
 
 

@@ -109,21 +109,27 @@ def _eval(args) -> int:
     tasks = loader.load_tasks(source, split, limit=args.limit)
 
     import dllm  # noqa: PLC0415
+    from errors import validated  # noqa: PLC0415
+    from rollout.config import SamplingConfig  # noqa: PLC0415
+
+    # the job YAML's sampler block: checked as one (steps per block, --alg, --top-p) before any work
+    sampler = validated(SamplingConfig, {"max_new_tokens": args.max_new_tokens, "steps": steps, "top_p": args.top_p,
+                                         "alg": args.alg, "block_size": args.block_size, "cache": args.cache},
+                        source="cgrpo eval (--steps, --max-new-tokens, --block-size, --alg, --top-p)", error=TaskError)
 
     models = {"model": model_dir, **({"baseline": Path(args.baseline)} if args.baseline else {})}
     loaded = {role: (dllm.load_model(d), dllm.load_tokenizer(d)) for role, d in models.items()}
     pool = _ray_pool(args) if args.ray_sandbox else None
-    modes = [("full", steps)] + ([("half", max(1, steps // 2))] if args.half_steps else [])
+    modes = [("full", sampler)] + ([("half", sampler.half_steps())] if args.half_steps else [])
     runs = []
     for temperature in args.temperature:
-        for mode, s in modes:
-            print(f"eval {args.split}: {len(tasks)} tasks x {n} samples, T={temperature}, steps={s} ({mode})",
-                  file=sys.stderr)
+        for mode, mode_sampler in modes:
+            print(f"eval {args.split}: {len(tasks)} tasks x {n} samples, T={temperature}, "
+                  f"steps={mode_sampler.steps} ({mode})", file=sys.stderr)
             results = {role: evaluate(
-                model, tokenizer, tasks, k_list=args.k, temperature=temperature, steps=s, n=n,
-                max_new_tokens=args.max_new_tokens, top_p=args.top_p, alg=args.alg, block_size=args.block_size,
-                cache=args.cache, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
-                backend=args.backend, pool=pool, progress=True, keep_samples=args.samples)
+                model, tokenizer, tasks, k_list=args.k, n=n, **mode_sampler.at(temperature=temperature).model_dump(),
+                batch_size=args.batch_size, seed=args.seed, workers=args.workers, backend=args.backend, pool=pool,
+                progress=True, keep_samples=args.samples)
                 for role, (model, tokenizer) in loaded.items()}
             result = results["model"]
             result.update({"split": args.split, "steps_mode": mode, "model": str(model_dir)})
@@ -150,6 +156,13 @@ def _probe(args) -> int:
     tasks = loader.load_tasks(source, split, limit=args.limit)
 
     import dllm  # noqa: PLC0415
+    from errors import validated  # noqa: PLC0415
+    from rollout.config import SamplingConfig  # noqa: PLC0415
+
+    # the job YAML's sampler block: checked as one (steps per block, --alg, --top-p) before any work
+    sampler = validated(SamplingConfig, {"max_new_tokens": args.max_new_tokens, "steps": steps, "top_p": args.top_p,
+                                         "alg": args.alg, "block_size": args.block_size, "cache": args.cache},
+                        source="cgrpo eval (--steps, --max-new-tokens, --block-size, --alg, --top-p)", error=TaskError)
 
     result = copy_probe(dllm.load_model(model_dir), dllm.load_tokenizer(model_dir), tasks, width=width)
     result.update({"model": str(model_dir), "split": args.split})

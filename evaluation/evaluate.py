@@ -81,10 +81,13 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 def generate_completions(model, tokenizer, tasks: Sequence[Task], *, n: int, temperature: float, steps: int,
                          max_new_tokens: int, top_p: float | None = 0.95, top_k: int | None = None,
                          alg: str = "entropy", alg_temp: float = 0.0, block_size: int | None = None,
-                         cache: str = "none", batch_size: int = 32, seed: int = 0,
+                         cache: str = "none", threshold: float | None = None, factor: float | None = None,
+                         batch_size: int = 32, seed: int = 0,
                          progress: bool = False) -> tuple[list[list[str]], dict[str, float]]:
     """``n`` decoded completions per task with ``dllm.generate``, batched by prompt length;
-    deterministic for a seed (batch ``b`` uses ``seed + b``). Returns (completions, timing stats)."""
+    deterministic for a seed (batch ``b`` uses ``seed + b``). Returns (completions, timing stats).
+    The sampler arguments are those of ``dllm.generate``, so a job's ``SamplingConfig`` passes
+    as ``**sampling.model_dump()`` (evaluation samples the way the rollouts do)."""
     import dllm  # noqa: PLC0415 (torch is heavy; only evaluation with a model needs it)
 
     requests = [(i, encode_prompt(tokenizer, task.prompt)) for i, task in enumerate(tasks) for _ in range(n)]
@@ -99,7 +102,8 @@ def generate_completions(model, tokenizer, tasks: Sequence[Task], *, n: int, tem
         for b, batch in enumerate(batches):
             gen = dllm.generate(model, [ids for _, ids in batch], max_new_tokens=max_new_tokens, steps=steps,
                                 temperature=temperature, top_p=top_p, top_k=top_k, alg=alg, alg_temp=alg_temp,
-                                block_size=block_size, cache=cache, seed=seed + b)
+                                block_size=block_size, cache=cache, threshold=threshold, factor=factor,
+                                seed=seed + b)
             for (i, _), ids in zip(batch, gen.completions):
                 out[i].append(tokenizer.decode(ids, skip_special_tokens=True))
                 tokens += len(ids)
@@ -114,7 +118,8 @@ def generate_completions(model, tokenizer, tasks: Sequence[Task], *, n: int, tem
 def evaluate(model, tokenizer, tasks: Sequence[Task], *, k_list: Sequence[int] = (1,), temperature: float = 0.2,
              steps: int | None = None, n: int | None = None, max_new_tokens: int = 48, top_p: float | None = 0.95,
              top_k: int | None = None, alg: str = "entropy", alg_temp: float = 0.0, block_size: int | None = None,
-             cache: str = "none", batch_size: int = 32, seed: int = 0, workers: int = 2, limits=None,
+             cache: str = "none", threshold: float | None = None, factor: float | None = None,
+             batch_size: int = 32, seed: int = 0, workers: int = 2, limits=None,
              backend: str = "auto", pool=None, progress: bool = False, keep_samples: int = 0) -> dict[str, Any]:
     """Sample, run in the sandbox, and report pass@k for every k in ``k_list``.
 
@@ -130,7 +135,7 @@ def evaluate(model, tokenizer, tasks: Sequence[Task], *, k_list: Sequence[int] =
     completions, gen_stats = generate_completions(
         model, tokenizer, tasks, n=n, temperature=temperature, steps=steps, max_new_tokens=max_new_tokens,
         top_p=top_p, top_k=top_k, alg=alg, alg_temp=alg_temp, block_size=block_size, cache=cache,
-        batch_size=batch_size, seed=seed, progress=progress)
+        threshold=threshold, factor=factor, batch_size=batch_size, seed=seed, progress=progress)
     result = evaluate_completions(tasks, completions, k_list=k_list, workers=workers, limits=limits,
                                   backend=backend, pool=pool, progress=progress)
     result.update(gen_stats)

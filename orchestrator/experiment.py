@@ -54,16 +54,16 @@ def evaluate_model(path: str, tasks, cfg, seed: int = 0, pass1_samples: int = 4)
     import dllm
     from evaluation.evaluate import evaluate
     model, tokenizer = dllm.load_model(path), dllm.load_tokenizer(path)
+    # the job's sampler, blocks and cache included: the policy is trained and served through it
     sampling = cfg.rollout.sampling
     n_tok, steps = sampling.max_new_tokens, sampling.steps
-    # the job's sampler, blocks and cache included: the policy is trained and served through it
-    common = dict(max_new_tokens=n_tok, block_size=sampling.block_size, cache=sampling.cache, seed=seed, workers=2,
-                  backend=cfg.sandbox.backend)
+    common = dict(seed=seed, workers=2, backend=cfg.sandbox.backend)
     start = time.perf_counter()
     n = pass1_samples
-    full = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, temperature=0.2, steps=steps, **common)
-    half = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, temperature=0.2, steps=max(1, steps // 2), **common)
-    hot = evaluate(model, tokenizer, tasks, k_list=(1, 8), n=8, temperature=1.2, steps=steps, **common)
+    full = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, **sampling.at(temperature=0.2).model_dump(), **common)
+    half = evaluate(model, tokenizer, tasks, k_list=(1,), n=n, **sampling.half_steps().at(temperature=0.2).model_dump(),
+                    **common)
+    hot = evaluate(model, tokenizer, tasks, k_list=(1, 8), n=8, **sampling.at(temperature=1.2).model_dump(), **common)
     runs = {"full": full, "half": half, "hot": hot}
     return {
         "pass1_full": full["pass_at_k"]["1"], "pass1_half": half["pass_at_k"]["1"],
