@@ -156,13 +156,6 @@ def _probe(args) -> int:
     tasks = loader.load_tasks(source, split, limit=args.limit)
 
     import dllm  # noqa: PLC0415
-    from errors import validated  # noqa: PLC0415
-    from rollout.config import SamplingConfig  # noqa: PLC0415
-
-    # the job YAML's sampler block: checked as one (steps per block, --alg, --top-p) before any work
-    sampler = validated(SamplingConfig, {"max_new_tokens": args.max_new_tokens, "steps": steps, "top_p": args.top_p,
-                                         "alg": args.alg, "block_size": args.block_size, "cache": args.cache},
-                        source="cgrpo eval (--steps, --max-new-tokens, --block-size, --alg, --top-p)", error=TaskError)
 
     result = copy_probe(dllm.load_model(model_dir), dllm.load_tokenizer(model_dir), tasks, width=width)
     result.update({"model": str(model_dir), "split": args.split})
